@@ -1,0 +1,26 @@
+"""An LSTM language model as a Hugging Face model, and a lab that measures the hallucination fine-tuning causes.
+
+Importing the package registers the model with the Auto classes, so `AutoConfig`, `AutoModel`,
+`AutoModelForCausalLM` and `AutoTokenizer` build it from a config or a saved folder.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from .configuration_lstm import LSTMConfig
+from .modeling_lstm import LSTMCache, LSTMForCausalLM, LSTMModel, LSTMPreTrainedModel
+from .tokenization_lstm import LSTMTokenizer, train_tokenizer
+
+AutoConfig.register(LSTMConfig.model_type, LSTMConfig, exist_ok=True)
+AutoModel.register(LSTMConfig, LSTMModel, exist_ok=True)
+AutoModelForCausalLM.register(LSTMConfig, LSTMForCausalLM, exist_ok=True)
+AutoTokenizer.register(LSTMConfig, fast_tokenizer_class=LSTMTokenizer, exist_ok=True)
+
+__all__ = [
+    "LSTMCache",
+    "LSTMConfig",
+    "LSTMForCausalLM",
+    "LSTMModel",
+    "LSTMPreTrainedModel",
+    "LSTMTokenizer",
+    "train_tokenizer",
+]

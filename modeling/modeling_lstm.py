@@ -1,0 +1,342 @@
+"""LSTM language model: embeddings, a stack of `torch.nn.LSTM` layers and a (tied) language-model head.
+
+The recurrent state travels as an [`LSTMCache`] under the name `cache` (the keyword and output field transformers
+5.24 uses for recurrent models), so `generate()` feeds one token per step after the prompt.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_lstm import LSTMConfig
+
+
+class LSTMCache:
+    """
+    Recurrent state of every layer after the tokens seen so far: `h` and `c`, each `(num_layers, batch, hidden_size)`
+    (the layout of `torch.nn.LSTM`'s `(h_n, c_n)`). A forward never changes the cache it was given; it returns a new
+    one, so one prompt's cache can seed several continuations.
+    """
+
+    is_compileable = False
+
+    def __init__(self, h: torch.Tensor, c: torch.Tensor, seen_tokens: int = 0):
+        if h.shape != c.shape or h.dim() != 3:
+            raise ValueError(f"LSTMCache needs h and c of one shape (num_layers, batch, hidden), got {h.shape}, {c.shape}")
+        self.h = h
+        self.c = c
+        self.seen_tokens = seen_tokens
+
+    @classmethod
+    def zeros(cls, config: LSTMConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> "LSTMCache":
+        h = torch.zeros(config.num_layers, batch_size, config.hidden_size, device=device, dtype=dtype)
+        return cls(h, torch.zeros_like(h))
+
+    @property
+    def is_linear(self) -> list[bool]:
+        # Tells generate() that this state has a fixed size and cannot be cropped back to an earlier position.
+        return [True] * self.h.shape[0]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search keeps the beams in `beam_idx`; their states must follow them."""
+        self.h = self.h.index_select(1, beam_idx.to(self.h.device))
+        self.c = self.c.index_select(1, beam_idx.to(self.c.device))
+
+    def __repr__(self) -> str:
+        return f"LSTMCache(layers={self.h.shape[0]}, batch={self.h.shape[1]}, seen_tokens={self.seen_tokens})"
+
+
+class LSTMBlock(GradientCheckpointingLayer):
+    """One `torch.nn.LSTM` layer. Tensors go in positionally so gradient checkpointing sees them."""
+
+    def __init__(self, config: LSTMConfig, layer_idx: int):
+        super().__init__()
+        input_size = config.embedding_dim if layer_idx == 0 else config.hidden_size
+        # One nn.LSTM per layer (not one with num_layers=N) gives per-layer hidden states and per-layer checkpointing,
+        # while each call still takes the fused cuDNN / MKL-DNN kernel.
+        self.lstm = nn.LSTM(input_size, config.hidden_size, batch_first=True)
+
+    def forward(
+        self, hidden_states: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # hidden_states: (B, T, E); h0, c0: (1, B, H); lengths: (B,) real tokens per left-aligned row, on the CPU.
+        if lengths is None:
+            output, (h, c) = self.lstm(hidden_states, (h0, c0))
+            return output, h, c
+        packed = pack_padded_sequence(hidden_states, lengths, batch_first=True, enforce_sorted=False)
+        output, (h, c) = self.lstm(packed, (h0, c0))
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=hidden_states.shape[1])
+        return output, h, c  # (B, T, H), pad positions zero
+
+
+class LSTMPreTrainedModel(PreTrainedModel):
+    config_class = LSTMConfig
+    config: LSTMConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LSTMBlock"]
+    supports_gradient_checkpointing = True
+    _is_stateful = True  # the state cannot be rewound, so assisted generation is off
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LSTM):
+            bound = module.hidden_size**-0.5
+            for name, param in module.named_parameters():
+                if name.startswith("weight"):
+                    init.uniform_(param, -bound, bound)
+                else:
+                    init.zeros_(param)
+            # A forget-gate bias of 1 lets gradients flow through the cell early in training (Jozefowicz et al., 2015).
+            # nn.LSTM orders gates (input, forget, cell, output); bias_ih and bias_hh are summed, so set only one.
+            hidden = module.hidden_size
+            for name, param in module.named_parameters():
+                if name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        param[hidden : 2 * hidden].fill_(1.0)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate() must not build a key/value DynamicCache for us: the first forward creates the LSTMCache.
+        return False
+
+
+@dataclass
+class LSTMOutput(ModelOutput):
+    r"""
+    cache (`LSTMCache`, *optional*, returned when `use_cache=True`):
+        Recurrent state after the last real token of every row; pass it back as `cache` to continue the sequences.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        The embeddings, then the output of each LSTM layer, each `(batch, seq_len, width)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: LSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class LSTMCausalLMOutput(ModelOutput):
+    r"""
+    cache (`LSTMCache`, *optional*, returned when `use_cache=True`):
+        Recurrent state after the last real token of every row; pass it back as `cache` to continue the sequences.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        The embeddings, then the output of each LSTM layer, each `(batch, seq_len, width)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: LSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class LSTMModel(LSTMPreTrainedModel):
+    """Embeddings and the LSTM stack; `last_hidden_state` is exactly what the language-model head consumes."""
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=None)
+        self.layers = nn.ModuleList([LSTMBlock(config, i) for i in range(config.num_layers)])
+        self.dropout = nn.Dropout(config.dropout)
+        # Only a tied head whose width differs from the LSTM's needs to be brought back to the embedding width.
+        self.projection = (
+            nn.Linear(config.hidden_size, config.embedding_dim, bias=False)
+            if config.output_size != config.hidden_size
+            else None
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.embeddings = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        cache: LSTMCache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | LSTMOutput:
+        r"""
+        attention_mask (`torch.Tensor` of shape `(batch, past + seq_len)` or `(batch, seq_len)`, *optional*):
+            1 for real tokens, 0 for padding, on either side. Padding never touches the recurrent state, so every real
+            position gets the logits it would get with its sequence run alone. Only the last `seq_len` columns are
+            read, so `generate()` may pass the mask of the whole sequence so far.
+        cache (`LSTMCache`, *optional*):
+            State to start from (zeros when absent), as returned by a previous call with `use_cache=True`.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+
+        # 1. Embed.
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)
+        batch_size, seq_len, _ = inputs_embeds.shape  # (B, T, E)
+        if cache is None:
+            cache = LSTMCache.zeros(self.config, batch_size, inputs_embeds.device, inputs_embeds.dtype)
+        elif cache.h.shape[1] != batch_size:
+            raise ValueError(f"cache holds {cache.h.shape[1]} rows but the input has {batch_size}")
+
+        # 2. Padding: move each row's real tokens to the front (in order), run them packed, and move the outputs back.
+        #    An all-real batch (training on packed blocks, every generation step) takes the plain fused path.
+        order = lengths = None
+        if attention_mask is not None:
+            mask = attention_mask[:, -seq_len:].bool()
+            if not bool(mask.all()):
+                order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # (B, T)
+                lengths = mask.sum(dim=1).cpu()
+                empty_rows = lengths == 0
+                has_empty_rows = bool(empty_rows.any())
+                # pack_padded_sequence rejects empty rows; run them on one pad token, then zero their outputs and
+                # restore their state.
+                lengths = lengths.clamp(min=1)
+
+        def align(x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> real tokens first
+            return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+        def unalign(x: torch.Tensor) -> torch.Tensor:  # back to the original positions, pads zero
+            x = torch.empty_like(x).scatter_(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)
+            return x * mask.unsqueeze(-1) if has_empty_rows else x
+
+        hidden_states = self.dropout(inputs_embeds)
+        if order is not None:
+            hidden_states = align(hidden_states)
+
+        # 3. The LSTM stack, layer by layer from the cached state.
+        all_hidden_states = (inputs_embeds,) if output_hidden_states else None
+        new_h, new_c = [], []
+        for i, layer in enumerate(self.layers):
+            hidden_states, h, c = layer(hidden_states, cache.h[i : i + 1], cache.c[i : i + 1], lengths)
+            new_h.append(h)
+            new_c.append(c)
+            hidden_states = self.dropout(hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (unalign(hidden_states) if order is not None else hidden_states,)
+        if order is not None:
+            hidden_states = unalign(hidden_states)
+
+        # 4. Bring a tied head's input to the embedding width.
+        if self.projection is not None:
+            hidden_states = self.projection(hidden_states)
+
+        new_cache = None
+        if use_cache:
+            h, c = torch.cat(new_h), torch.cat(new_c)  # (L, B, H)
+            if order is not None and has_empty_rows:
+                keep = empty_rows.to(h.device).view(1, -1, 1)
+                h, c = torch.where(keep, cache.h, h), torch.where(keep, cache.c, c)
+            new_cache = LSTMCache(h, c, cache.seen_tokens + seq_len)
+
+        if not return_dict:
+            return tuple(v for v in (hidden_states, new_cache, all_hidden_states) if v is not None)
+        return LSTMOutput(last_hidden_state=hidden_states, cache=new_cache, hidden_states=all_hidden_states)
+
+
+class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__(config)
+        self.model = LSTMModel(config)
+        self.lm_head = nn.Linear(config.output_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.model.embeddings = new_embeddings
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: LSTMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, cache=cache, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
+        )
+        # After the prompt every row gets one real token per step: the mask holds nothing new, and dropping it keeps
+        # each step on the plain fused path.
+        if cache is not None and not is_first_iteration:
+            model_inputs["attention_mask"] = None
+        return model_inputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        cache: LSTMCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> tuple | LSTMCausalLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
+            Next-token targets. They are shifted inside the model, so `labels = input_ids` works; -100 is ignored.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+            Compute logits only for the last `logits_to_keep` positions (0: all), or for the given position indices.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :]).float()  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        if not return_dict:
+            output = tuple(v for v in (logits, outputs.cache, outputs.hidden_states) if v is not None)
+            return (loss,) + output if loss is not None else output
+        return LSTMCausalLMOutput(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
+
+
+__all__ = ["LSTMCache", "LSTMPreTrainedModel", "LSTMModel", "LSTMForCausalLM"]
