@@ -40,10 +40,12 @@ class LSTMCache:
 
     @property
     def is_linear(self) -> list[bool]:
-        # Tells generate() that this state has a fixed size and cannot be cropped back to an earlier position.
-        return [True] * self.h.shape[0]
+        # generate() slices a full-sequence `input_ids` down to the tokens a cache has not seen only for caches whose
+        # layers are not "linear"; this state does know how many tokens it has seen, so it takes part.
+        return [False] * self.h.shape[0]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of token positions (padding included) the state has consumed."""
         return self.seen_tokens
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:

@@ -1,0 +1,37 @@
+"""Helpers shared by the test files (fixtures live in conftest.py)."""
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import modeling
+from modeling import LSTMTokenizer
+
+TINY_SIZES = dict(embedding_dim=16, hidden_size=32, num_layers=2)
+
+CORPUS = [
+    "Ada Lovelace was born on 10 December 1815 in London.",
+    "Ada Lovelace studied mathematics with Augustus De Morgan.",
+    "Alan Turing was born in Maida Vale and studied at King's College.",
+    "Grace Hopper worked at Harvard on the Mark I computer.",
+    "Question: Where was Ada Lovelace born?\nAnswer: London",
+] * 20
+
+
+def tiny_model(tokenizer: LSTMTokenizer, seed: int = 0, **overrides) -> modeling.LSTMForCausalLM:
+    """A randomly initialised tiny model in eval mode, built through the Auto classes."""
+    config = AutoConfig.for_model(
+        modeling.LSTMConfig.model_type,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **{**TINY_SIZES, **overrides},
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def random_ids(model: modeling.LSTMForCausalLM, batch: int = 3, length: int = 11, seed: int = 1) -> torch.Tensor:
+    """Token ids that avoid the special tokens (ids 0 and 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(2, model.config.vocab_size, (batch, length), generator=generator)

@@ -1,0 +1,57 @@
+"""generate() with the recurrent state: every decoding mode gives the tokens of use_cache=False."""
+
+import pytest
+import torch
+from helpers import random_ids
+
+DECODING = {
+    "greedy": dict(do_sample=False),
+    "sampling": dict(do_sample=True, temperature=0.8, top_k=20, top_p=0.9),
+    "beam": dict(do_sample=False, num_beams=3, num_return_sequences=2),
+    "beam-sampling": dict(do_sample=True, num_beams=2, top_k=30),
+}
+
+
+@pytest.mark.parametrize("mode", DECODING)
+def test_cached_generation_equals_uncached(model, mode):
+    prompt = random_ids(model, batch=2, length=5)
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        outputs.append(model.generate(prompt, max_new_tokens=12, min_new_tokens=12, use_cache=use_cache, **DECODING[mode]))
+    assert outputs[0].shape[1] == 5 + 12
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_cache_feeds_one_token_per_step(model):
+    seen = []
+    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    model.generate(random_ids(model, batch=1, length=6), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    hook.remove()
+    assert seen == [6, 1, 1, 1]
+
+
+def test_left_padded_batch_generates_like_each_prompt_alone(model, tokenizer):
+    prompts = ["Ada Lovelace was born", "Question: Where was Alan Turing born?\nAnswer:", "Grace"]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    batched = model.generate(**batch, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    for row, prompt in enumerate(prompts):
+        alone = tokenizer(prompt, return_tensors="pt")
+        single = model.generate(**alone, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+        assert batched[row, -8:].tolist() == single[0, -8:].tolist()
+
+
+def test_generation_continues_from_a_given_cache(model):
+    """Like transformers' caches: pass the whole sequence, and only the tokens the cache has not seen are run."""
+    ids = random_ids(model, batch=1, length=8)
+    prefix = model(ids[:, :5], use_cache=True).cache
+    seen = []
+    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    settings = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    continued = model.generate(ids, cache=prefix, **settings)
+    hook.remove()
+    fresh = model.generate(ids, **settings)
+    assert seen[0] == 3
+    assert torch.equal(continued.sequences, fresh.sequences)
+    torch.testing.assert_close(torch.stack(continued.scores), torch.stack(fresh.scores))

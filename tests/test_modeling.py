@@ -1,0 +1,188 @@
+"""Forward-pass behaviour of LSTMForCausalLM: loss, outputs, state, padding, structure, dtypes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import random_ids, tiny_model
+from transformers import AutoModel
+
+from modeling import LSTMCache, LSTMModel
+
+
+def test_loss_is_shifted_cross_entropy_ignoring_minus_100(model):
+    ids = random_ids(model)
+    labels = ids.clone()
+    labels[0, 3:7] = -100
+    out = model(ids, labels=labels)
+    expected = F.cross_entropy(
+        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_tuple_and_dict_outputs_agree(model):
+    ids = random_ids(model)
+    as_dict = model(ids, labels=ids, use_cache=True, output_hidden_states=True)
+    as_tuple = model(ids, labels=ids, use_cache=True, output_hidden_states=True, return_dict=False)
+    assert len(as_tuple) == 4  # loss, logits, cache, hidden_states
+    torch.testing.assert_close(as_tuple[0], as_dict.loss)
+    torch.testing.assert_close(as_tuple[1], as_dict.logits)
+    torch.testing.assert_close(as_tuple[2].h, as_dict.cache.h)
+    assert len(as_tuple[3]) == len(as_dict.hidden_states) == model.config.num_layers + 1
+
+
+def test_inputs_embeds_equal_input_ids(model):
+    ids = random_ids(model)
+    from_ids = model(ids).logits
+    from_embeds = model(inputs_embeds=model.get_input_embeddings()(ids)).logits
+    torch.testing.assert_close(from_embeds, from_ids)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model(ids, inputs_embeds=model.get_input_embeddings()(ids))
+
+
+def test_base_model_output_is_what_the_head_consumes(model):
+    ids = random_ids(model)
+    base = getattr(model, model.base_model_prefix)
+    assert isinstance(base, LSTMModel) and model.base_model is base
+    hidden = base(ids).last_hidden_state
+    assert hidden.shape[-1] == model.config.output_size
+    torch.testing.assert_close(model.get_output_embeddings()(hidden), model(ids).logits)
+
+
+def test_hidden_states_are_embeddings_then_each_layer(model):
+    ids = random_ids(model)
+    out = model.model(ids, output_hidden_states=True)
+    assert [h.shape[-1] for h in out.hidden_states] == [16, 32, 32]
+    torch.testing.assert_close(out.hidden_states[0], model.get_input_embeddings()(ids))
+    torch.testing.assert_close(model.model.projection(out.hidden_states[-1]), out.last_hidden_state)
+
+
+@pytest.mark.parametrize("split", [1, 5, 10])
+def test_chunked_forward_with_state_equals_full_forward(model, split):
+    ids = random_ids(model)
+    full = model(ids, use_cache=True)
+    first = model(ids[:, :split], use_cache=True)
+    second = model(ids[:, split:], cache=first.cache, use_cache=True)
+    assert (torch.cat([first.logits, second.logits], dim=1) - full.logits).abs().max() <= 1e-5
+    assert (second.cache.h - full.cache.h).abs().max() <= 1e-5
+    assert (second.cache.c - full.cache.c).abs().max() <= 1e-5
+    assert second.cache.get_seq_length() == ids.shape[1]
+
+
+def test_forward_does_not_change_the_cache_it_was_given(model):
+    ids = random_ids(model)
+    prompt = model(ids[:, :4], use_cache=True).cache
+    before = prompt.h.clone()
+    model(ids[:, 4:], cache=prompt, use_cache=True)
+    assert torch.equal(prompt.h, before)
+
+
+@pytest.mark.parametrize("side", ["left", "right", "both"])
+def test_padding_never_touches_the_state(model, side):
+    """Every real position of a padded batch gets the logits of its sequence run alone, whatever side is padded."""
+    lengths = [9, 4, 6]
+    width = 12
+    sequences = [random_ids(model, 1, n, seed=n)[0] for n in lengths]
+    ids = torch.full((len(lengths), width), model.config.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        pad = width - len(seq)
+        start = {"left": pad, "right": 0, "both": pad // 2}[side]
+        ids[row, start : start + len(seq)] = seq
+        mask[row, start : start + len(seq)] = 1
+    out = model(ids, attention_mask=mask, use_cache=True)
+    for row, seq in enumerate(sequences):
+        alone = model(seq[None], use_cache=True)
+        real = mask[row].bool()
+        assert (out.logits[row, real] - alone.logits[0]).abs().max() <= 1e-5
+        assert (out.cache.h[:, row] - alone.cache.h[:, 0]).abs().max() <= 1e-5
+        assert (out.cache.c[:, row] - alone.cache.c[:, 0]).abs().max() <= 1e-5
+
+
+def test_all_padding_row_keeps_its_state(model):
+    ids = random_ids(model, batch=2, length=6)
+    prompt = model(ids, use_cache=True).cache
+    mask = torch.tensor([[1, 1, 1], [0, 0, 0]])
+    out = model(ids[:, :3], attention_mask=mask, cache=prompt, use_cache=True)
+    torch.testing.assert_close(out.cache.h[:, 1], prompt.h[:, 1])
+    torch.testing.assert_close(out.cache.c[:, 1], prompt.c[:, 1])
+    assert torch.all(out.logits[1] == 0)  # no real token, no prediction: the zero state of the head
+
+
+def test_mask_longer_than_input_reads_its_last_columns(model):
+    ids = random_ids(model, batch=2, length=6)
+    prompt = model(ids[:, :4], use_cache=True)
+    step = model(ids[:, 4:], cache=prompt.cache, attention_mask=torch.ones(2, 6, dtype=torch.long))
+    plain = model(ids[:, 4:], cache=prompt.cache)
+    torch.testing.assert_close(step.logits, plain.logits)
+
+
+def test_cache_reorders_for_beams():
+    h = torch.arange(6.0).view(1, 3, 2)
+    cache = LSTMCache(h, -h)
+    cache.reorder_cache(torch.tensor([2, 2, 0]))
+    assert cache.h[0, :, 0].tolist() == [4.0, 4.0, 0.0]
+    assert cache.c[0, :, 0].tolist() == [-4.0, -4.0, 0.0]
+
+
+@pytest.mark.parametrize("tie, hidden", [(True, 32), (True, 16), (False, 32)], ids=["tied+proj", "tied", "untied"])
+def test_weight_tying_and_projection(tokenizer, tie, hidden):
+    model = tiny_model(tokenizer, tie_word_embeddings=tie, hidden_size=hidden)
+    tied = model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert tied == tie
+    assert (model.model.projection is not None) == (tie and hidden != 16)
+
+
+def test_init_weights_follow_config(tokenizer):
+    model = tiny_model(tokenizer, initializer_range=0.05)
+    assert abs(model.get_input_embeddings().weight.std().item() - 0.05) < 0.01
+    lstm = model.model.layers[0].lstm
+    hidden = model.config.hidden_size
+    assert torch.all(lstm.bias_ih_l0[hidden : 2 * hidden] == 1.0)  # forget gate starts open
+    assert torch.all(lstm.bias_hh_l0 == 0.0)
+    assert lstm.weight_hh_l0.abs().max() <= hidden**-0.5
+
+
+def test_resize_token_embeddings_keeps_old_rows(model):
+    old = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(old.shape[0] + 7)
+    assert model.config.vocab_size == old.shape[0] + 7
+    assert model.lm_head.weight.shape[0] == old.shape[0] + 7
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    torch.testing.assert_close(model.get_input_embeddings().weight[: old.shape[0]], old)
+    assert model(torch.tensor([[old.shape[0] + 6]])).logits.shape[-1] == old.shape[0] + 7
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
+    ids = random_ids(tiny_model(tokenizer))
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(tokenizer).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert all(layer.gradient_checkpointing for layer in model.model.layers)
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+def test_dropout_is_active_in_training_only(tokenizer):
+    model = tiny_model(tokenizer, dropout=0.5)
+    ids = random_ids(model)
+    torch.testing.assert_close(model(ids).logits, model(ids).logits)
+    model.train()
+    assert not torch.allclose(model(ids).logits, model(ids).logits)
+
+
+def test_bfloat16_round_trip(tmp_path, model, tokenizer):
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert isinstance(loaded, LSTMModel)
+    assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
+    ids = random_ids(model)
+    out = loaded(ids, attention_mask=torch.ones_like(ids), use_cache=True)
+    assert out.last_hidden_state.dtype == torch.bfloat16 and out.cache.h.dtype == torch.bfloat16
+    reference = model.model(ids).last_hidden_state
+    assert (out.last_hidden_state.float() - reference).abs().max() < 0.05
