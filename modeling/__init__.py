@@ -15,6 +15,13 @@ AutoModel.register(LSTMConfig, LSTMModel, exist_ok=True)
 AutoModelForCausalLM.register(LSTMConfig, LSTMForCausalLM, exist_ok=True)
 AutoTokenizer.register(LSTMConfig, fast_tokenizer_class=LSTMTokenizer, exist_ok=True)
 
+# save_pretrained copies the three model files next to the weights and writes `auto_map`, so the folder loads
+# anywhere with trust_remote_code=True, without this package.
+LSTMConfig.register_for_auto_class()
+LSTMModel.register_for_auto_class("AutoModel")
+LSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+LSTMTokenizer.register_for_auto_class("AutoTokenizer")
+
 __all__ = [
     "LSTMCache",
     "LSTMConfig",

@@ -4,10 +4,13 @@ The recurrent state travels as an [`LSTMCache`] under the name `cache` (the keyw
 5.24 uses for recurrent models), so `generate()` feeds one token per step after the prompt.
 """
 
+import json
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -80,6 +83,31 @@ class LSTMBlock(GradientCheckpointingLayer):
         return output, h, c  # (B, T, H), pad positions zero
 
 
+def check_tokenizer_fits(config: LSTMConfig, folder: str) -> None:
+    """Raise ValueError when the tokenizer saved in `folder` can produce ids the model cannot embed, or names other
+    special tokens than the model's config (the signs of a tokenizer and a model from different runs)."""
+    backend = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    tokenizer_size = backend.get_vocab_size(with_added_tokens=True)
+    if tokenizer_size > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer in {folder} has {tokenizer_size} tokens but the model's vocab_size is {config.vocab_size}: "
+            "they do not belong together (or call model.resize_token_embeddings(len(tokenizer)) before saving)"
+        )
+    tokenizer_config_file = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.isfile(tokenizer_config_file):
+        return
+    with open(tokenizer_config_file, encoding="utf-8") as f:
+        special_tokens = json.load(f)
+    for name in ("pad", "eos"):
+        token = special_tokens.get(f"{name}_token")
+        model_id = getattr(config, f"{name}_token_id")
+        if isinstance(token, str) and model_id is not None and backend.token_to_id(token) != model_id:
+            raise ValueError(
+                f"The tokenizer in {folder} maps its {name} token {token!r} to id {backend.token_to_id(token)} but the "
+                f"model's config says {name}_token_id={model_id}: the tokenizer does not belong to this model"
+            )
+
+
 class LSTMPreTrainedModel(PreTrainedModel):
     config_class = LSTMConfig
     config: LSTMConfig
@@ -110,6 +138,22 @@ class LSTMPreTrainedModel(PreTrainedModel):
                 if name.startswith("bias_ih"):
                     with torch.no_grad():
                         param[hidden : 2 * hidden].fill_(1.0)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with errors that name the file for corrupt weights, and a check that a
+        tokenizer saved in the same folder fits the model."""
+        folder = str(pretrained_model_name_or_path)
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__module__.startswith("safetensors") and os.path.isdir(folder):
+                files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+                raise OSError(f"The weights in {folder} ({', '.join(files)}) are corrupt or truncated: {err}") from err
+            raise
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            check_tokenizer_fits(model.config, folder)
+        return model
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

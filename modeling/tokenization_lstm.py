@@ -31,16 +31,8 @@ class LSTMTokenizer(TokenizersBackend):
     ```
     """
 
+    # No __init__ of its own: transformers then builds the backend straight from tokenizer.json, merges included.
     model_input_names = ["input_ids", "attention_mask"]
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("bos_token", EOS_TOKEN)
-        kwargs.setdefault("eos_token", EOS_TOKEN)
-        kwargs.setdefault("unk_token", EOS_TOKEN)
-        kwargs.setdefault("pad_token", PAD_TOKEN)
-        # Decoding must give back the exact text, spaces before punctuation included.
-        kwargs.setdefault("clean_up_tokenization_spaces", False)
-        super().__init__(*args, **kwargs)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> LSTMTokenizer:
@@ -59,7 +51,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    return LSTMTokenizer(tokenizer_object=backend)
+    return LSTMTokenizer(
+        tokenizer_object=backend,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        clean_up_tokenization_spaces=False,  # decoding must give back the exact text, spaces included
+    )
 
 
 __all__ = ["LSTMTokenizer", "train_tokenizer"]

@@ -1,0 +1,123 @@
+"""Saving and loading: safetensors weights, remote code in a fresh process, and clear errors for bad folders."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from helpers import tiny_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from modeling import LSTMForCausalLM, train_tokenizer
+
+PROMPT = "Ada Lovelace was born"
+
+
+@pytest.fixture
+def saved(tmp_path, model, tokenizer):
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_save_pretrained_writes_weights_config_code_and_tokenizer(saved):
+    files = set(os.listdir(saved))
+    expected = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert expected | {"configuration_lstm.py", "modeling_lstm.py", "tokenization_lstm.py"} <= files
+    auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForCausalLM"] == "modeling_lstm.LSTMForCausalLM"
+    assert auto_map["AutoConfig"] == "configuration_lstm.LSTMConfig"
+    assert "AutoTokenizer" in json.loads((saved / "tokenizer_config.json").read_text())["auto_map"]
+
+
+def test_registered_auto_classes_load_identical_model(saved, model, tokenizer):
+    loaded = AutoModelForCausalLM.from_pretrained(saved)
+    assert type(loaded) is LSTMForCausalLM
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["modeling"] = None  # our package must not be importable: everything comes from the folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    folder, out = sys.argv[1], sys.argv[2]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    ids = tokenizer(sys.argv[3], return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    generator = pipeline("text-generation", model=folder, trust_remote_code=True)
+    text = generator(sys.argv[3], max_new_tokens=6, min_new_tokens=6, do_sample=False)[0]["generated_text"]
+    torch.save({"logits": logits, "ids": ids}, out + ".pt")
+    json.dump({"model_class": type(model).__module__, "tokenizer_class": type(tokenizer).__name__, "text": text},
+              open(out + ".json", "w"))
+    """
+)
+
+
+def test_remote_code_loads_in_a_fresh_process_without_the_package(saved, model, tokenizer, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    out = tmp_path / "remote"
+    subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(saved), str(out), PROMPT], env=env, cwd=tmp_path, check=True
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["model_class"].startswith("transformers_modules")  # the copy saved with the weights
+    assert result["tokenizer_class"] == "LSTMTokenizer"
+    tensors = torch.load(out.with_suffix(".pt"))
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    assert torch.equal(tensors["ids"], ids)
+    with torch.no_grad():
+        assert torch.equal(tensors["logits"], model(ids).logits)  # bit-identical
+    expected = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert result["text"] == tokenizer.decode(expected[0])
+
+
+def test_tokenizer_larger_than_the_model_is_refused(tmp_path, tokenizer):
+    small = tiny_model(tokenizer)
+    small.resize_token_embeddings(len(tokenizer) - 10)
+    small.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"has {len(tokenizer)} tokens but the model's vocab_size is {len(tokenizer) - 10}"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_tokenizer_with_other_special_tokens_is_refused(tmp_path, model):
+    other = train_tokenizer(["completely different text"] * 5, vocab_size=300)
+    other.add_special_tokens({"pad_token": "<|other pad|>"})
+    model.save_pretrained(tmp_path)
+    other.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pad token '<|other pad|>'.*does not belong to this model"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_weights_name_the_file(saved, damage):
+    weights = saved / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a safetensors file" * 4)
+    with pytest.raises(OSError, match=r"model\.safetensors\) are corrupt or truncated"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_missing_weights_fail_clearly(saved):
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        AutoModelForCausalLM.from_pretrained(saved)
+
+
+def test_tokenizer_round_trips_through_auto_tokenizer(saved, tokenizer):
+    loaded = AutoTokenizer.from_pretrained(saved)
+    assert type(loaded) is type(tokenizer)
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert (loaded.pad_token_id, loaded.eos_token_id) == (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert loaded(PROMPT).input_ids == tokenizer(PROMPT).input_ids
