@@ -1,0 +1,155 @@
+"""Pre-training the LSTM language model on the known people's biographies with the Hugging Face Trainer.
+
+One run: make (or load) the world, train the tokenizer on the pre-training corpus, cut the token stream into blocks,
+train with `Trainer` (so `accelerate launch` runs it on several processes or GPUs), save model and tokenizer, plot
+the loss curve and write a few sampled continuations.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import Trainer, TrainingArguments, default_data_collator
+
+from .checkpoints import save_atomically
+from .configuration_lstm import LSTMConfig
+from .modeling_lstm import LSTMForCausalLM
+from .plots import plot_loss_curves
+from .run_config import save_run_config
+from .tokenization_lstm import LSTMTokenizer, train_tokenizer
+from .world import WorldConfig, generate_world, load_world, save_world
+
+
+@dataclass
+class PretrainArguments:
+    """What to pre-train on and which model to build. Trainer settings live in `TrainingArguments`."""
+
+    world_dir: str | None = field(default=None, metadata={"help": "saved world to use; default: make one in <output_dir>/world"})
+    num_people: int = field(default=300, metadata={"help": "people in a newly made world (known and unknown)"})
+    world_seed: int = field(default=0, metadata={"help": "seed of a newly made world"})
+    vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, bytes and special tokens included"})
+    embedding_dim: int = 128
+    hidden_size: int = 256
+    num_layers: int = 3
+    dropout: float = 0.0
+    block_size: int = field(default=128, metadata={"help": "tokens per training sequence"})
+    eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for the eval loss"})
+    num_samples: int = field(default=4, metadata={"help": "known people whose name prompts a sampled biography"})
+    sample_max_new_tokens: int = 48
+
+
+# The main job's embedded default: a few CPU minutes on the default world and model sizes.
+DEFAULTS = dict(
+    output_dir="runs/pretrain",
+    num_train_epochs=8,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=64,
+    learning_rate=3e-3,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.05,
+    weight_decay=0.01,
+    max_grad_norm=1.0,
+    logging_steps=10,
+    eval_strategy="epoch",
+    save_strategy="no",
+    report_to="none",
+    seed=0,
+    dataloader_drop_last=True,
+)
+
+
+def build_blocks(texts: list[str], tokenizer: LSTMTokenizer, block_size: int) -> datasets.Dataset:
+    """Tokenize documents, end each with the eos token, concatenate and cut into `block_size` blocks (the tail that
+    does not fill a block is dropped), as transformers' run_clm example does."""
+    if not texts:
+        raise ValueError("The pre-training corpus is empty")
+    stream = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids + [tokenizer.eos_token_id])
+    num_blocks = len(stream) // block_size
+    if num_blocks == 0:
+        raise ValueError(f"The corpus has {len(stream)} tokens, fewer than one block of {block_size}")
+    blocks = [stream[i * block_size : (i + 1) * block_size] for i in range(num_blocks)]
+    return datasets.Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+
+
+def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
+    """Run one pre-training; returns the folder of the saved model and tokenizer."""
+    out_dir = Path(training_args.output_dir)
+    with training_args.main_process_first(desc="world and tokenizer"):
+        if args.world_dir is None:
+            world_dir = out_dir / "world"
+            if training_args.process_index == 0:
+                save_world(generate_world(WorldConfig(num_people=args.num_people, seed=args.world_seed)), world_dir)
+        else:
+            world_dir = Path(args.world_dir)
+        world = load_world(world_dir)
+        texts = world.datasets["pretrain"]["text"]
+        tokenizer = train_tokenizer(texts, args.vocab_size)
+        blocks = build_blocks(texts, tokenizer, args.block_size).train_test_split(
+            test_size=args.eval_fraction, seed=training_args.seed
+        )
+
+    config = LSTMConfig(
+        vocab_size=len(tokenizer),
+        embedding_dim=args.embedding_dim,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        dropout=args.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(training_args.seed)
+    model = LSTMForCausalLM(config)
+    tokens_per_step = (
+        training_args.per_device_train_batch_size * training_args.world_size * args.block_size
+        * training_args.gradient_accumulation_steps
+    )
+    print(
+        f"pretrain: {len(texts)} biographies -> {len(blocks['train'])} train / {len(blocks['test'])} eval blocks of "
+        f"{args.block_size} tokens; {model.num_parameters():,} parameters; {tokens_per_step} tokens per step"
+    )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=blocks["train"],
+        eval_dataset=blocks["test"],
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+
+    model_dir = out_dir / "model"
+    if trainer.is_world_process_zero():
+        save_atomically(model_dir, trainer.model, tokenizer)
+        save_run_config(out_dir, args, training_args)
+        metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
+        samples = sample_biographies(trainer.model, tokenizer, world.known_names()[: args.num_samples], args.sample_max_new_tokens)
+        (out_dir / "samples.txt").write_text("\n\n".join(samples) + "\n", encoding="utf-8")
+        print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
+        print("pretrain: samples\n" + "\n".join(f"  {s}" for s in samples))
+        print(f"pretrain: wrote {model_dir}, {out_dir / 'loss.png'}, {out_dir / 'samples.txt'}, {out_dir / 'run_config.yaml'}")
+    return model_dir
+
+
+@torch.inference_mode()
+def sample_biographies(
+    model: LSTMForCausalLM, tokenizer: LSTMTokenizer, names: list[str], max_new_tokens: int
+) -> list[str]:
+    """Greedy continuations of each name, in one left-padded batch: what the model learned about each person."""
+    tokenizer.padding_side = "left"
+    batch = tokenizer(names, return_tensors="pt", padding=True).to(model.device)
+    model.eval()
+    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return [name + text for name, text in zip(names, tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))]
+
+
+__all__ = ["DEFAULTS", "PretrainArguments", "build_blocks", "pretrain", "sample_biographies"]

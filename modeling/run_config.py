@@ -1,0 +1,50 @@
+"""Run configuration: dataclass defaults, overridden by an embedded default, a YAML file in configs/, then flags.
+
+Every run writes the configuration it resolved to `run_config.yaml` in its output folder, so any result can be
+traced back to the exact settings that produced it.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def parse_run_config(
+    dataclass_types: tuple[type, ...], argv: list[str], defaults: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """Build the dataclasses from `defaults`, then an optional YAML file given as the first argument, then
+    `--field value` flags. Unknown keys, in the file or as flags, are an error."""
+    parser = HfArgumentParser(dataclass_types)
+    overrides = dict(defaults or {})
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        config_file, argv = argv[0], argv[1:]
+        with open(config_file, encoding="utf-8") as f:
+            from_file = yaml.safe_load(f) or {}
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{config_file} must hold a mapping of field: value, got {type(from_file).__name__}")
+        overrides.update(from_file)
+    known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"Unknown configuration keys {unknown}; known keys are the fields of {[c.__name__ for c in dataclass_types]}")
+    parser.set_defaults(**overrides)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def save_run_config(out_dir: str | os.PathLike, *configs: Any) -> Path:
+    """Write the resolved configuration (one section per dataclass) to `out_dir/run_config.yaml`."""
+    sections = {}
+    for config in configs:
+        values = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+        sections[type(config).__name__] = {k: v for k, v in values.items() if not k.startswith("_")}
+    path = Path(out_dir) / "run_config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(sections, sort_keys=True, default_flow_style=False), encoding="utf-8")
+    return path
+
+
+__all__ = ["parse_run_config", "save_run_config"]

@@ -1,0 +1,23 @@
+"""Pre-train the LSTM language model on a world's biographies (the main job; see README).
+
+    python scripts/pretrain.py                                   # the embedded default config
+    python scripts/pretrain.py configs/tiny.yaml                 # a config file overrides the defaults
+    python scripts/pretrain.py configs/tiny.yaml --num_train_epochs 2   # flags override the file
+    accelerate launch --num_processes 2 scripts/pretrain.py configs/tiny.yaml
+"""
+
+import sys
+
+from transformers import TrainingArguments
+
+from modeling.pretraining import DEFAULTS, PretrainArguments, pretrain
+from modeling.run_config import parse_run_config
+
+
+def main() -> None:
+    args, training_args = parse_run_config((PretrainArguments, TrainingArguments), sys.argv[1:], DEFAULTS)
+    pretrain(args, training_args)
+
+
+if __name__ == "__main__":
+    main()
