@@ -20,7 +20,7 @@ from .modeling_lstm import LSTMForCausalLM
 from .plots import plot_loss_curves
 from .run_config import save_run_config
 from .tokenization_lstm import LSTMTokenizer, train_tokenizer
-from .world import WorldConfig, generate_world, load_world, save_world
+from .world import PRETRAIN_SPLIT, WorldConfig, generate_world, load_world, load_world_datasets, save_world
 
 
 @dataclass
@@ -44,8 +44,8 @@ class PretrainArguments:
 # The main job's embedded default: a few CPU minutes on the default world and model sizes.
 DEFAULTS = dict(
     output_dir="runs/pretrain",
-    num_train_epochs=8,
-    per_device_train_batch_size=32,
+    num_train_epochs=15,
+    per_device_train_batch_size=16,
     per_device_eval_batch_size=64,
     learning_rate=3e-3,
     lr_scheduler_type="cosine",
@@ -57,7 +57,6 @@ DEFAULTS = dict(
     save_strategy="no",
     report_to="none",
     seed=0,
-    dataloader_drop_last=True,
 )
 
 
@@ -87,7 +86,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         else:
             world_dir = Path(args.world_dir)
         world = load_world(world_dir)
-        texts = world.datasets["pretrain"]["text"]
+        texts = list(load_world_datasets(world_dir)[PRETRAIN_SPLIT]["text"])
         tokenizer = train_tokenizer(texts, args.vocab_size)
         blocks = build_blocks(texts, tokenizer, args.block_size).train_test_split(
             test_size=args.eval_fraction, seed=training_args.seed
@@ -132,7 +131,8 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
-        samples = sample_biographies(trainer.model, tokenizer, world.known_names()[: args.num_samples], args.sample_max_new_tokens)
+        names = [person.name for person in world.people_in("known")[: args.num_samples]]
+        samples = sample_biographies(trainer.model, tokenizer, names, args.sample_max_new_tokens)
         (out_dir / "samples.txt").write_text("\n\n".join(samples) + "\n", encoding="utf-8")
         print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
         print("pretrain: samples\n" + "\n".join(f"  {s}" for s in samples))
