@@ -57,6 +57,8 @@ DEFAULTS = dict(
     save_strategy="no",
     report_to="none",
     seed=0,
+    # Without an accelerator, accelerate forms a multi-process (gloo) group only when told the run is on the CPU.
+    use_cpu=not torch.accelerator.is_available(),
 )
 
 

@@ -1,0 +1,106 @@
+"""Pre-training with the real Trainer, in one process and under `accelerate launch` with two (gloo on the CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import TrainingArguments
+
+from modeling import LSTMForCausalLM
+from modeling.checkpoints import load_model_and_tokenizer, save_atomically
+from modeling.pretraining import DEFAULTS, PretrainArguments, build_blocks, pretrain
+from modeling.run_config import parse_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+
+def parse(*argv: str) -> tuple[PretrainArguments, TrainingArguments]:
+    return parse_run_config((PretrainArguments, TrainingArguments), list(argv), DEFAULTS)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain")
+    pretrain(*parse(TINY, "--output_dir", str(out), "--num_train_epochs", "3"))
+    return out
+
+
+def test_pretraining_learns_and_writes_a_loadable_model(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    run_config = yaml.safe_load((tiny_run / "run_config.yaml").read_text())
+    vocab = run_config["PretrainArguments"]["vocab_size"]
+    assert metrics["eval_loss"] < 0.75 * torch.log(torch.tensor(float(vocab))).item()  # far better than uniform
+    model, tokenizer = load_model_and_tokenizer(tiny_run / "model")
+    assert isinstance(model, LSTMForCausalLM) and model.config.hidden_size == 32
+    assert (tiny_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tiny_run / "samples.txt").read_text().strip().split("\n\n")) == 2
+
+
+def test_run_records_the_config_it_used(tiny_run):
+    recorded = yaml.safe_load((tiny_run / "run_config.yaml").read_text())
+    assert recorded["PretrainArguments"]["num_people"] == 40  # from the file
+    assert recorded["TrainingArguments"]["num_train_epochs"] == 3  # from the flag, over the file
+    assert recorded["TrainingArguments"]["lr_scheduler_type"] == "cosine"  # from the embedded default
+
+
+@pytest.mark.parametrize("where", ["file", "flag"])
+def test_unknown_config_keys_are_an_error(tmp_path, where):
+    if where == "file":
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("num_people: 10\nnum_peeple: 20\n")
+        with pytest.raises(ValueError, match=r"Unknown configuration keys \['num_peeple'\]"):
+            parse(str(bad))
+    else:
+        with pytest.raises(ValueError, match="num_peeple"):
+            parse("--num_peeple", "20")
+
+
+def test_build_blocks_cuts_the_eos_separated_stream(tokenizer):
+    texts = ["Ada was born in London.", "Alan studied at King's College."]
+    blocks = build_blocks(texts, tokenizer, block_size=4)
+    stream = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+    assert [t for block in blocks["input_ids"] for t in block] == stream[: len(stream) // 4 * 4]
+    assert blocks["labels"] == blocks["input_ids"]
+    with pytest.raises(ValueError, match="corpus is empty"):
+        build_blocks([], tokenizer, 4)
+    with pytest.raises(ValueError, match="fewer than one block of 1000"):
+        build_blocks(texts, tokenizer, 1000)
+
+
+def test_accelerate_launch_trains_on_two_processes(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    result = subprocess.run(
+        [*launch, str(REPO / "scripts" / "pretrain.py"), TINY, "--output_dir", str(out), "--num_train_epochs", "1"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Both processes report the global batch: 8 sequences x 32 tokens x 2 processes.
+    assert result.stdout.count("512 tokens per step") == 2
+    assert result.stdout.count("pretrain: wrote") == 1  # only the main process writes
+    model, _ = load_model_and_tokenizer(out / "model")
+    assert model.config.num_layers == 2
+
+
+class ExplodingModel(LSTMForCausalLM):
+    def save_pretrained(self, save_directory, **kwargs):
+        super().save_pretrained(save_directory, **kwargs)
+        raise RuntimeError("disk full")
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, model, tokenizer):
+    target = save_atomically(tmp_path / "model", model, tokenizer)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    broken = ExplodingModel(model.config)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomically(target, broken, tokenizer)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind
