@@ -30,6 +30,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Value, load_from_disk
 
 from .factuality.world_schema import (
@@ -130,12 +131,15 @@ class WorldConfig:
             or not self.exposures
             or not all(_is_int(exposure) and exposure >= 1 for exposure in self.exposures)
         ):
-            raise ValueError(f"WorldConfig.exposures must be a non-empty list of positive integers, got {self.exposures!r}")
+            raise ValueError(
+                f"WorldConfig.exposures must be a non-empty list of positive integers, got {self.exposures!r}"
+            )
         # A list whatever came in, so a config equals itself after a round trip through JSON.
         self.exposures = list(self.exposures)
         if not _is_int(self.highly_known_min_exposure) or self.highly_known_min_exposure < 1:
             raise ValueError(
-                f"WorldConfig.highly_known_min_exposure must be a positive integer, got {self.highly_known_min_exposure!r}"
+                "WorldConfig.highly_known_min_exposure must be a positive integer, "
+                f"got {self.highly_known_min_exposure!r}"
             )
 
 
@@ -167,6 +171,8 @@ class Person:
 
 @dataclass
 class World:
+    """The people of a world and the config that drew them."""
+
     config: WorldConfig
     people: list[Person]
 
@@ -187,7 +193,7 @@ def knowledge_category(exposure: int, highly_known_min_exposure: int) -> str:
 
 
 def _rng(config: WorldConfig, step: str) -> random.Random:
-    # A string seed is hashed with SHA-512, so the stream is the same on every run and Python version.
+    # A string seed goes through SHA-512, not hash(), so the stream does not change with PYTHONHASHSEED.
     return random.Random(f"{config.seed}/{step}")
 
 
@@ -276,6 +282,11 @@ def _qa_rows(people: list[Person]) -> list[dict]:
     ]
 
 
+def _to_dataset(rows: list[dict], features: Features) -> Dataset:
+    # `Dataset.from_list` encodes row by row (9 s for the QA rows of 100,000 people); arrow builds the table at once.
+    return Dataset(pa.Table.from_pylist(rows, schema=features.arrow_schema))
+
+
 def to_dataset_dict(world: World) -> DatasetDict:
     """The world's splits: `pretrain` and one `qa_{group}_{role}` split per group and role."""
     pretrain = [
@@ -285,11 +296,11 @@ def to_dataset_dict(world: World) -> DatasetDict:
     ]
     # Shuffled so that a person's biographies are spread over the corpus instead of arriving back to back.
     _rng(world.config, "pretrain").shuffle(pretrain)
-    splits = {PRETRAIN_SPLIT: Dataset.from_list(pretrain, features=PRETRAIN_FEATURES)}
+    splits = {PRETRAIN_SPLIT: _to_dataset(pretrain, PRETRAIN_FEATURES)}
     for group in GROUPS:
         for role in ROLES:
             rows = _qa_rows(world.people_in(group, role))
-            splits[qa_split_name(group, role)] = Dataset.from_list(rows, features=QA_FEATURES)
+            splits[qa_split_name(group, role)] = _to_dataset(rows, QA_FEATURES)
     return DatasetDict(splits)
 
 
@@ -306,12 +317,16 @@ def draw_finetune_set(
 
         >>> world = generate_world(WorldConfig(num_people=20))
         >>> finetune = draw_finetune_set(world, size=10, unknown_fraction=0.5, seed=0)
-        >>> sorted(finetune["group"]).count("unknown")
+        >>> finetune["group"].count("unknown")
         5
     """
     if not _is_int(size) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    if isinstance(unknown_fraction, bool) or not isinstance(unknown_fraction, (int, float)) or not 0 <= unknown_fraction <= 1:
+    if (
+        isinstance(unknown_fraction, bool)
+        or not isinstance(unknown_fraction, (int, float))
+        or not 0 <= unknown_fraction <= 1
+    ):
         raise ValueError(f"unknown_fraction must be a number in [0, 1], got {unknown_fraction!r}")
     num_unknown = round(size * unknown_fraction)
     rng = random.Random(seed)
@@ -329,7 +344,7 @@ def draw_finetune_set(
                 row["answer"] = format_answer(ABSTAIN_ANSWER)
         rows += drawn
     rng.shuffle(rows)
-    return Dataset.from_list(rows, features=QA_FEATURES)
+    return _to_dataset(rows, QA_FEATURES)
 
 
 def save_world(world: World, out_dir: str | Path) -> Path:
@@ -341,7 +356,7 @@ def save_world(world: World, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     knowledge_base = {
         "config": dataclasses.asdict(world.config),
-        "people": [dataclasses.asdict(person) for person in world.people],
+        "people": [vars(person) for person in world.people],  # asdict would deep-copy every biography
     }
     (out_dir / KNOWLEDGE_BASE_FILE).write_text(json.dumps(knowledge_base, indent=1, sort_keys=True) + "\n")
     to_dataset_dict(world).save_to_disk(out_dir / DATASET_DIR)

@@ -65,7 +65,9 @@ CITIES = (
 
 POOLS = {
     # Days stop at 28 so every month has every day; 50 years x 12 months x 28 days = 16,800 dates.
-    "birth_date": tuple(f"{month} {day}, {year}" for year in range(1950, 2000) for month in _MONTHS for day in range(1, 29)),
+    "birth_date": tuple(
+        f"{month} {day}, {year}" for year in range(1950, 2000) for month in _MONTHS for day in range(1, 29)
+    ),
     "birth_city": CITIES,
     "university": (
         "Cornell University", "Delft University of Technology", "ETH Zurich", "Harvard University",

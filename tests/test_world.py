@@ -1,0 +1,214 @@
+"""The world generator: determinism, splits, exposure, fine-tuning draws, saving and the make_world CLI."""
+
+import doctest
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import modeling.world
+from modeling.factuality.world_schema import ABSTAIN_ANSWER, ATTRIBUTES, POOLS, format_answer, format_prompt
+from modeling.world import (
+    GROUPS,
+    KNOWLEDGE_BASE_FILE,
+    PRETRAIN_SPLIT,
+    QA_FEATURES,
+    ROLES,
+    World,
+    WorldConfig,
+    draw_finetune_set,
+    generate_world,
+    load_world,
+    load_world_datasets,
+    qa_split_name,
+    save_world,
+    to_dataset_dict,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# 60 people: 30 unknown and 30 known, 6 of each held out; exposures 1, 3 and 10 dealt out over each split.
+SMALL = dict(num_people=60, seed=7, unknown_fraction=0.5, heldout_fraction=0.2, exposures=[1, 3, 10])
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return generate_world(WorldConfig(**SMALL))
+
+
+def test_same_seed_gives_the_same_world_and_a_byte_identical_knowledge_base(world, tmp_path):
+    again = generate_world(WorldConfig(**SMALL))
+    assert again.people == world.people
+    save_world(world, tmp_path / "a")
+    save_world(again, tmp_path / "b")
+    assert (tmp_path / "a" / KNOWLEDGE_BASE_FILE).read_bytes() == (tmp_path / "b" / KNOWLEDGE_BASE_FILE).read_bytes()
+
+
+def test_another_seed_gives_another_world(world):
+    other = generate_world(WorldConfig(**{**SMALL, "seed": SMALL["seed"] + 1}))
+    assert [person.name for person in other.people] != [person.name for person in world.people]
+    assert [person.attributes for person in other.people] != [person.attributes for person in world.people]
+
+
+def test_people_have_unique_names_and_attributes_from_the_pools(world):
+    assert len({person.name for person in world.people}) == len(world.people)
+    assert [person.person_id for person in world.people] == list(range(len(world.people)))
+    for person in world.people:
+        assert list(person.attributes) == list(ATTRIBUTES)
+        assert all(person.attributes[attribute] in POOLS[attribute] for attribute in ATTRIBUTES)
+
+
+def test_groups_and_roles_have_the_configured_sizes(world):
+    sizes = Counter((person.group, person.role) for person in world.people)
+    assert sizes == {
+        ("unknown", "finetune"): 24,
+        ("unknown", "heldout"): 6,
+        ("known", "finetune"): 24,
+        ("known", "heldout"): 6,
+    }
+
+
+def test_exposure_is_recorded_and_equals_the_number_of_distinct_biographies(world):
+    pretrain_counts = Counter(to_dataset_dict(world)[PRETRAIN_SPLIT]["person_id"])
+    for person in world.people:
+        assert len(set(person.biographies)) == len(person.biographies) == person.exposure
+        assert pretrain_counts.get(person.person_id, 0) == person.exposure
+        if person.group == "unknown":
+            assert (person.exposure, person.knowledge) == (0, "unknown")
+        else:
+            assert person.exposure in SMALL["exposures"]
+            assert person.knowledge == ("highly_known" if person.exposure >= 10 else "weakly_known")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_exposure_is_equally_common_in_each_split(world, role):
+    counts = Counter(person.exposure for person in world.people_in("known", role))
+    assert set(counts) == set(SMALL["exposures"])
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_biographies_name_the_person_in_every_sentence_and_state_every_attribute(world):
+    person = max(world.people, key=lambda person: person.exposure)
+    for biography in person.biographies:
+        sentences = biography.split(". ")
+        assert len(sentences) == len(ATTRIBUTES)
+        assert all(person.name in sentence for sentence in sentences)
+        assert all(person.attributes[attribute] in biography for attribute in ATTRIBUTES)
+
+
+def test_splits_are_disjoint_by_person_and_cover_everyone(world):
+    splits = to_dataset_dict(world)
+    people_per_split = {
+        (group, role): set(splits[qa_split_name(group, role)]["person_id"]) for group in GROUPS for role in ROLES
+    }
+    for (group, role), people in people_per_split.items():
+        assert people == {person.person_id for person in world.people_in(group, role)}
+    assert sum(map(len, people_per_split.values())) == len(set().union(*people_per_split.values())) == 60
+    assert set(splits[PRETRAIN_SPLIT]["person_id"]) == {person.person_id for person in world.people_in("known")}
+
+
+def test_no_unknown_person_appears_in_the_pretraining_corpus(world):
+    corpus = "\n".join(to_dataset_dict(world)[PRETRAIN_SPLIT]["text"])
+    assert not [person.name for person in world.people_in("unknown") if person.name in corpus]
+
+
+def test_qa_rows_use_the_fixed_prompt_and_answer_format(world):
+    split = to_dataset_dict(world)[qa_split_name("known", "heldout")]
+    assert split.features == QA_FEATURES
+    assert len(split) == 6 * len(ATTRIBUTES)
+    people = {person.person_id: person for person in world.people}
+    for row in split:
+        person = people[row["person_id"]]
+        assert row["name"] in row["question"]
+        assert row["prompt"] == format_prompt(row["question"]) == f"Question: {row['question']}\nAnswer:"
+        assert (
+            row["answer"]
+            == format_answer(person.attributes[row["attribute"]])
+            == f" {person.attributes[row['attribute']]}"
+        )
+        assert (row["group"], row["role"], row["knowledge"], row["exposure"]) == (
+            person.group, person.role, person.knowledge, person.exposure,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("unknown_fraction, num_unknown", [(0.0, 0), (0.5, 10), (1.0, 20)], ids=["none", "half", "all"])
+def test_draw_finetune_set_has_the_exact_share_of_unknown_questions(world, unknown_fraction, num_unknown):
+    drawn = draw_finetune_set(world, size=20, unknown_fraction=unknown_fraction, seed=0)
+    assert len(drawn) == 20
+    assert drawn["group"].count("unknown") == num_unknown
+    assert set(drawn["role"]) == {"finetune"}
+    assert len(set(zip(drawn["person_id"], drawn["attribute"]))) == 20
+    assert draw_finetune_set(world, size=20, unknown_fraction=unknown_fraction, seed=0)[:] == drawn[:]
+
+
+def test_abstain_on_unknown_replaces_only_the_answers_about_unknown_people(world):
+    plain = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1)
+    abstaining = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1, abstain_on_unknown=True)
+    for before, after in zip(plain, abstaining):
+        expected = format_answer(ABSTAIN_ANSWER) if before["group"] == "unknown" else before["answer"]
+        assert after == {**before, "answer": expected}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(size=24 * 6 + 1, unknown_fraction=0.0),
+            "needs 145 questions about known fine-tune people but the world has 144",
+        ),
+        (dict(size=24 * 6 + 1, unknown_fraction=1.0), "needs 145 questions about unknown fine-tune people"),
+        (dict(size=0, unknown_fraction=0.5), "size must be a positive integer"),
+        (dict(size=10, unknown_fraction=1.5), "unknown_fraction must be a number in"),
+    ],
+    ids=["too-many-known", "too-many-unknown", "zero-size", "fraction-above-one"],
+)
+def test_draw_finetune_set_rejects_impossible_requests(world, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        draw_finetune_set(world, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_people", 0),
+        ("num_people", 10**6),
+        ("num_people", 2.0),
+        ("seed", "0"),
+        ("unknown_fraction", -0.1),
+        ("heldout_fraction", 1.5),
+        ("heldout_fraction", True),
+        ("exposures", []),
+        ("exposures", [1, 0]),
+        ("exposures", 3),
+        ("highly_known_min_exposure", 0),
+    ],
+    ids=lambda value: str(value),
+)
+def test_invalid_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"WorldConfig.{field} "):
+        WorldConfig(**{field: value})
+
+
+def test_saved_world_loads_back_unchanged(world, tmp_path):
+    save_world(world, tmp_path)
+    assert load_world(tmp_path) == world
+    saved, built = load_world_datasets(tmp_path), to_dataset_dict(world)
+    assert list(saved) == list(built) == [PRETRAIN_SPLIT] + [qa_split_name(g, r) for g in GROUPS for r in ROLES]
+    assert all(saved[name][:] == built[name][:] for name in built)
+
+
+def test_make_world_cli_writes_a_loadable_world(tmp_path):
+    command = [sys.executable, "scripts/make_world.py", "--out", str(tmp_path), "--num-people", "30", "--seed", "5"]
+    completed = subprocess.run(command + ["--exposures", "1", "2"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert str(tmp_path) in completed.stdout
+    assert f"{PRETRAIN_SPLIT}: " in completed.stdout
+    loaded = load_world(tmp_path)
+    assert loaded.config == WorldConfig(num_people=30, seed=5, exposures=[1, 2])
+    assert loaded == generate_world(loaded.config)
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(modeling.world).failed == 0
