@@ -193,11 +193,9 @@ def _check_example(prediction, reference, biography: bool, index: int | None = N
             raise TypeError(f"{referenced}[{field!r}] must be a non-empty string, got {value!r:.80}")
 
 
-def _qa_scores(predictions, references, confidences, abstain_phrases) -> dict:
+def classify_answers(predictions, references, abstain_phrases=None) -> list[str]:
+    """The verdict on each answer, "correct", "hallucinated" or "abstained", by the rules of the "qa" config."""
     phrases = _normalized_abstain_phrases(abstain_phrases)
-    if confidences is not None:
-        _check_confidences(confidences, len(predictions))
-
     outcomes = []
     for prediction, reference in zip(predictions, references):
         answer = normalize_answer(prediction)
@@ -207,6 +205,13 @@ def _qa_scores(predictions, references, confidences, abstain_phrases) -> dict:
             outcomes.append("correct")
         else:
             outcomes.append("hallucinated")
+    return outcomes
+
+
+def _qa_scores(predictions, references, confidences, abstain_phrases) -> dict:
+    if confidences is not None:
+        _check_confidences(confidences, len(predictions))
+    outcomes = classify_answers(predictions, references, abstain_phrases)
 
     total = len(outcomes)
     num_correct, num_hallucinated = outcomes.count("correct"), outcomes.count("hallucinated")

@@ -1,0 +1,144 @@
+"""Scoring a model's factuality on a world's questions: batched greedy answers, a confidence for each, and the
+`factuality` metric over all of them and per knowledge category.
+
+`score_questions` is what scripts/score_factuality.py runs, and what training code calls to log factuality.
+"""
+
+import functools
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import evaluate
+import torch
+from transformers import PreTrainedModel
+
+from .factuality.factuality import classify_answers
+from .factuality.world_schema import parse_answer
+from .tokenization_lstm import LSTMTokenizer
+from .world import KNOWLEDGE_CATEGORIES
+
+METRIC_DIR = Path(__file__).resolve().parent / "factuality"
+
+
+@functools.cache
+def load_factuality_metric(config_name: str = "qa") -> evaluate.EvaluationModule:
+    """The repo's `factuality` metric, loaded from its folder (no network)."""
+    return evaluate.load(str(METRIC_DIR), config_name, keep_in_memory=True)
+
+
+@torch.inference_mode()
+def answer_questions(
+    model: PreTrainedModel,
+    tokenizer: LSTMTokenizer,
+    prompts: Sequence[str],
+    batch_size: int = 64,
+    max_new_tokens: int = 24,
+) -> tuple[list[str], list[float]]:
+    """Greedy answers to `prompts` (in left-padded batches) and, for each, its confidence: the mean log-probability
+    of the answer's tokens and of the token that ends it (end of text, or the first newline)."""
+    if not prompts:
+        raise ValueError("No prompts to answer")
+    tokenizer.padding_side = "left"
+    model.eval()
+    answers, confidences = [], []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(model.device)
+        output = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]  # (B, N)
+        logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)  # (B, N)
+        for tokens, token_logprobs in zip(new_tokens.tolist(), logprobs.float().cpu()):
+            length = _answer_length(tokens, tokenizer)
+            answers.append(parse_answer(tokenizer.decode(tokens[:length], skip_special_tokens=True)))
+            confidences.append(token_logprobs[:length].mean().item())
+    return answers, confidences
+
+
+def _answer_length(tokens: list[int], tokenizer: LSTMTokenizer) -> int:
+    """Number of generated tokens up to and including the one that ends the answer."""
+    for index, token in enumerate(tokens):
+        if token == tokenizer.eos_token_id or "\n" in tokenizer.decode([token]):
+            return index + 1
+    return len(tokens)
+
+
+def score_questions(
+    model: PreTrainedModel,
+    tokenizer: LSTMTokenizer,
+    questions: datasets.Dataset,
+    batch_size: int = 64,
+    max_new_tokens: int = 24,
+) -> dict:
+    """Answer every question of a world's QA split and score the answers.
+
+    Returns `{"metrics": {...}, "by_knowledge": {category: {...}}, "answers": [one dict per question]}` where each
+    answer holds the question, the reference, the model's answer, its confidence and the verdict.
+    """
+    if len(questions) == 0:
+        raise ValueError("The question set is empty")
+    rows = questions.to_list()
+    predictions, confidences = answer_questions(
+        model, tokenizer, [row["prompt"] for row in rows], batch_size, max_new_tokens
+    )
+    references = [row["answer"] for row in rows]
+    verdicts = classify_answers(predictions, references)
+    metric = load_factuality_metric()
+    metrics = metric.compute(predictions=predictions, references=references, confidences=confidences)
+
+    by_knowledge = {}
+    for category in KNOWLEDGE_CATEGORIES:
+        picked = [i for i, row in enumerate(rows) if row["knowledge"] == category]
+        if picked:
+            by_knowledge[category] = metric.compute(
+                predictions=[predictions[i] for i in picked],
+                references=[references[i] for i in picked],
+                confidences=[confidences[i] for i in picked],
+            )
+
+    answers = [
+        {
+            "person_id": row["person_id"],
+            "attribute": row["attribute"],
+            "knowledge": row["knowledge"],
+            "question": row["question"],
+            "reference": row["answer"].strip(),
+            "prediction": prediction,
+            "confidence": confidence,
+            "verdict": verdict,
+        }
+        for row, prediction, confidence, verdict in zip(rows, predictions, confidences, verdicts)
+    ]
+    return {"metrics": metrics, "by_knowledge": by_knowledge, "answers": answers}
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """Write `data` as JSON through a temporary file, so a crash never leaves a truncated report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    staging.replace(path)
+    return path
+
+
+def _without_nan(value):
+    # NaN (e.g. an undefined AUROC) is not JSON: write null so every JSON reader accepts the report.
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+__all__ = ["METRIC_DIR", "answer_questions", "load_factuality_metric", "score_questions", "write_json"]

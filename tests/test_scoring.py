@@ -1,0 +1,113 @@
+"""Scoring a model's factuality end to end: batched answers, confidences, verdicts, the report and its script."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model
+from peft import LoraConfig, get_peft_model
+
+from modeling import train_tokenizer
+from modeling.scoring import answer_questions, score_questions
+from modeling.world import WorldConfig, generate_world, load_world_datasets, save_world
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    return save_world(generate_world(WorldConfig(num_people=20, seed=3)), tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def questions(world_dir):
+    return load_world_datasets(world_dir)["qa_known_finetune"].select(range(6))
+
+
+@pytest.fixture(scope="module")
+def qa_tokenizer(world_dir):
+    splits = load_world_datasets(world_dir)
+    texts = list(splits["pretrain"]["text"]) + [r["prompt"] + r["answer"] for r in splits["qa_known_finetune"]]
+    return train_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def memorizing_model(qa_tokenizer, questions):
+    """A tiny model trained until it answers the six questions right: the scorer must call them correct."""
+    model = tiny_model(qa_tokenizer, hidden_size=64, num_layers=1).train()
+    texts = [row["prompt"] + row["answer"] + qa_tokenizer.eos_token for row in questions]
+    qa_tokenizer.padding_side = "right"
+    batch = qa_tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def test_memorized_answers_are_scored_correct(memorizing_model, qa_tokenizer, questions):
+    report = score_questions(memorizing_model, qa_tokenizer, questions, batch_size=4)
+    assert report["metrics"]["accuracy"] == 1.0
+    assert [a["verdict"] for a in report["answers"]] == ["correct"] * 6
+    assert [a["prediction"] for a in report["answers"]] == [row["answer"].strip() for row in questions]
+    assert all(-0.5 < a["confidence"] <= 0 for a in report["answers"])  # sure of what it memorized
+
+
+def test_batched_answers_and_confidences_match_one_by_one(qa_tokenizer, questions):
+    model = tiny_model(qa_tokenizer)
+    prompts = [row["prompt"] for row in questions][:4]
+    answers, confidences = answer_questions(model, qa_tokenizer, prompts, batch_size=4, max_new_tokens=8)
+    for prompt, answer, confidence in zip(prompts, answers, confidences):
+        ids = qa_tokenizer(prompt, return_tensors="pt").input_ids
+        generated = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=qa_tokenizer.eos_token_id)
+        new = generated[0, ids.shape[1] :].tolist()
+        assert answer == qa_tokenizer.decode(new, skip_special_tokens=True).split("\n")[0].strip()
+        # The confidence is the mean log-probability of the answer tokens, up to the one that ends the answer.
+        length = next((i + 1 for i, t in enumerate(new) if t == 1 or "\n" in qa_tokenizer.decode([t])), len(new))
+        logprobs = model(generated).logits[0, ids.shape[1] - 1 : -1].log_softmax(-1)
+        expected = logprobs[torch.arange(length), torch.tensor(new[:length])].mean().item()
+        assert confidence == pytest.approx(expected, abs=1e-4)
+
+
+def test_report_counts_agree_with_verdicts(qa_tokenizer, world_dir):
+    questions = load_world_datasets(world_dir)["qa_known_heldout"]
+    report = score_questions(tiny_model(qa_tokenizer), qa_tokenizer, questions, batch_size=7, max_new_tokens=6)
+    verdicts = [a["verdict"] for a in report["answers"]]
+    metrics = report["metrics"]
+    assert len(verdicts) == len(questions)
+    assert metrics["num_correct"] == verdicts.count("correct")
+    assert metrics["num_hallucinated"] == verdicts.count("hallucinated")
+    assert metrics["accuracy"] + metrics["hallucination_rate"] + metrics["abstention_rate"] == pytest.approx(1.0)
+    assert set(report["by_knowledge"]) == set(questions["knowledge"])
+    assert sum(m["num_hallucinated"] + m["num_correct"] + m["num_abstained"] for m in report["by_knowledge"].values()) == len(questions)
+
+
+def test_empty_question_set_is_refused(model, tokenizer, questions):
+    with pytest.raises(ValueError, match="question set is empty"):
+        score_questions(model, tokenizer, questions.select([]))
+
+
+def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(tmp_path, memorizing_model, qa_tokenizer, world_dir):
+    model_dir, adapter_dir = tmp_path / "model", tmp_path / "adapter"
+    memorizing_model.save_pretrained(model_dir)
+    qa_tokenizer.save_pretrained(model_dir)
+    lora = LoraConfig(r=4, target_parameters=["weight_ih_l0", "weight_hh_l0"], init_lora_weights=False)
+    get_peft_model(tiny_model(qa_tokenizer, hidden_size=64, num_layers=1), lora).save_pretrained(adapter_dir)
+    # The adapter was made on another model instance: only its LoRA weights are saved, and they must be applied.
+    reports = {}
+    for name, extra in [("base", []), ("adapter", ["--adapter", str(adapter_dir)])]:
+        out = tmp_path / f"{name}.json"
+        command = [sys.executable, str(REPO / "scripts" / "score_factuality.py"), "--model", str(model_dir)]
+        command += ["--world", str(world_dir), "--split", "qa_known_finetune", "--limit", "6", "--out", str(out), *extra]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        assert f"wrote {out}" in result.stdout
+        reports[name] = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert reports["base"]["metrics"]["accuracy"] == 1.0 and len(reports["base"]["answers"]) == 6
+    assert reports["adapter"]["adapter"] == str(adapter_dir)
+    base_conf = [a["confidence"] for a in reports["base"]["answers"]]
+    assert [a["confidence"] for a in reports["adapter"]["answers"]] != base_conf
