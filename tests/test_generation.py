@@ -1,4 +1,8 @@
-"""generate() with the recurrent state: every decoding mode gives the tokens of use_cache=False."""
+"""generate() with the recurrent state: every decoding mode gives the tokens of use_cache=False; scripts/generate.py."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,3 +59,32 @@ def test_generation_continues_from_a_given_cache(model):
     assert seen[0] == 3
     assert torch.equal(continued.sequences, fresh.sequences)
     torch.testing.assert_close(torch.stack(continued.scores), torch.stack(fresh.scores))
+
+
+def run_generate_script(*args: str) -> str:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "generate.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_generate_script_batches_prompts_like_generate(tmp_path, model, tokenizer):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompts = ["Ada Lovelace was", "Grace"]
+    stdout = run_generate_script("--model", str(tmp_path), "--prompt", prompts[0], "--prompt", prompts[1], "--max-new-tokens", "6")
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        expected = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert f"=== {prompt!r} [1/1]\n{prompt}{tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)}\n" in stdout
+
+
+@pytest.mark.parametrize(
+    "options, count",
+    [(["--num-beams", "3", "--num-return-sequences", "2"], 2), (["--do-sample", "--temperature", "0.7", "--top-k", "5"], 1)],
+    ids=["beams", "sampling"],
+)
+def test_generate_script_decoding_options(tmp_path, model, tokenizer, options, count):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    stdout = run_generate_script("--model", str(tmp_path), "--prompt", "Ada", "--max-new-tokens", "4", *options)
+    assert stdout.count("=== 'Ada'") == count
+    assert f"[{count}/{count}]" in stdout
