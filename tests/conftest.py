@@ -7,6 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and on a small shared VM one starved core stalls every OpenMP
+# barrier (seen: 1 ms LSTM steps taking 0.8 s with two threads). Subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from helpers import CORPUS, tiny_model
