@@ -195,7 +195,7 @@ class LSTMModel(LSTMPreTrainedModel):
 
     def __init__(self, config: LSTMConfig):
         super().__init__(config)
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=None)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
         self.layers = nn.ModuleList([LSTMBlock(config, i) for i in range(config.num_layers)])
         self.dropout = nn.Dropout(config.dropout)
         # Only a tied head whose width differs from the LSTM's needs to be brought back to the embedding width.
