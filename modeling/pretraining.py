@@ -5,7 +5,6 @@ train with `Trainer` (so `accelerate launch` runs it on several processes or GPU
 the loss curve and write a few sampled continuations.
 """
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from .configuration_lstm import LSTMConfig
 from .modeling_lstm import LSTMForCausalLM
 from .plots import plot_loss_curves
 from .run_config import save_run_config
+from .scoring import score_biographies, write_json
 from .tokenization_lstm import LSTMTokenizer, train_tokenizer
 from .world import PRETRAIN_SPLIT, WorldConfig, generate_world, load_world, load_world_datasets, save_world
 
@@ -37,8 +37,8 @@ class PretrainArguments:
     dropout: float = 0.0
     block_size: int = field(default=128, metadata={"help": "tokens per training sequence"})
     eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for the eval loss"})
-    num_samples: int = field(default=4, metadata={"help": "known people whose name prompts a sampled biography"})
-    sample_max_new_tokens: int = 48
+    num_samples: int = field(default=4, metadata={"help": "sampled biographies printed at the end"})
+    biography_max_new_tokens: int = field(default=96, metadata={"help": "length of each written biography"})
 
 
 # The main job's embedded default: a few CPU minutes on the default world and model sizes.
@@ -131,27 +131,24 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         save_atomically(model_dir, trainer.model, tokenizer)
         save_run_config(out_dir, args, training_args)
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        # What the model learned: each known person's biography as it writes it, claim by claim against the record.
+        biographies = score_biographies(
+            trainer.model, tokenizer, world.people_in("known"), args.biography_max_new_tokens,
+            training_args.per_device_eval_batch_size,
+        )
+        write_json(biographies, out_dir / "biographies.json")
+        metrics.update({f"biography_{name}": value for name, value in biographies["metrics"].items()})
+        write_json(metrics, out_dir / "metrics.json")
         plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
-        names = [person.name for person in world.people_in("known")[: args.num_samples]]
-        samples = sample_biographies(trainer.model, tokenizer, names, args.sample_max_new_tokens)
-        (out_dir / "samples.txt").write_text("\n\n".join(samples) + "\n", encoding="utf-8")
         print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
-        print("pretrain: samples\n" + "\n".join(f"  {s}" for s in samples))
-        print(f"pretrain: wrote {model_dir}, {out_dir / 'loss.png'}, {out_dir / 'samples.txt'}, {out_dir / 'run_config.yaml'}")
+        for category, scores in biographies["by_knowledge"].items():
+            print(
+                f"pretrain: {category} people: claim precision {scores['claim_precision']:.2f}, "
+                f"coverage {scores['coverage']:.2f}"
+            )
+        print("pretrain: samples\n" + "\n".join(f"  {b['text']}" for b in biographies["biographies"][: args.num_samples]))
+        print(f"pretrain: wrote {model_dir}, {out_dir / 'loss.png'}, {out_dir / 'biographies.json'}, {out_dir / 'run_config.yaml'}")
     return model_dir
 
 
-@torch.inference_mode()
-def sample_biographies(
-    model: LSTMForCausalLM, tokenizer: LSTMTokenizer, names: list[str], max_new_tokens: int
-) -> list[str]:
-    """Greedy continuations of each name, in one left-padded batch: what the model learned about each person."""
-    tokenizer.padding_side = "left"
-    batch = tokenizer(names, return_tensors="pt", padding=True).to(model.device)
-    model.eval()
-    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return [name + text for name, text in zip(names, tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))]
-
-
-__all__ = ["DEFAULTS", "PretrainArguments", "build_blocks", "pretrain", "sample_biographies"]
+__all__ = ["DEFAULTS", "PretrainArguments", "build_blocks", "pretrain"]

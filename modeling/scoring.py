@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from .factuality.factuality import classify_answers
 from .factuality.world_schema import parse_answer
 from .tokenization_lstm import LSTMTokenizer
-from .world import KNOWLEDGE_CATEGORIES
+from .world import KNOWLEDGE_CATEGORIES, Person
 
 METRIC_DIR = Path(__file__).resolve().parent / "factuality"
 
@@ -122,6 +122,57 @@ def score_questions(
     return {"metrics": metrics, "by_knowledge": by_knowledge, "answers": answers}
 
 
+@torch.inference_mode()
+def continue_prompts(
+    model: PreTrainedModel, tokenizer: LSTMTokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64
+) -> list[str]:
+    """Greedy continuations of `prompts` (without the prompts), in left-padded batches."""
+    tokenizer.padding_side = "left"
+    model.eval()
+    continuations = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(model.device)
+        output = model.generate(
+            **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+        )
+        continuations += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return continuations
+
+
+def score_biographies(
+    model: PreTrainedModel,
+    tokenizer: LSTMTokenizer,
+    people: Sequence[Person],
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+) -> dict:
+    """Prompt the model with each person's name, let it write on, and score the text's claims against the person's
+    record with the metric's "biography" config: what a pre-trained model learned about each person.
+
+    Returns `{"metrics": {...}, "by_knowledge": {category: {...}}, "biographies": [{name, knowledge, text}]}`.
+    """
+    if not people:
+        raise ValueError("No people to write biographies of")
+    texts = [person.name + text for person, text in zip(people, continue_prompts(
+        model, tokenizer, [person.name for person in people], max_new_tokens, batch_size
+    ))]
+    metric = load_factuality_metric("biography")
+    by_knowledge = {}
+    for category in KNOWLEDGE_CATEGORIES:
+        picked = [i for i, person in enumerate(people) if person.knowledge == category]
+        if picked:
+            by_knowledge[category] = metric.compute(
+                predictions=[texts[i] for i in picked], references=[people[i].record() for i in picked]
+            )
+    return {
+        "metrics": metric.compute(predictions=texts, references=[person.record() for person in people]),
+        "by_knowledge": by_knowledge,
+        "biographies": [
+            {"name": person.name, "knowledge": person.knowledge, "text": text} for person, text in zip(people, texts)
+        ],
+    }
+
+
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write `data` as JSON through a temporary file, so a crash never leaves a truncated report."""
     path = Path(path)
@@ -141,4 +192,12 @@ def _without_nan(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-__all__ = ["METRIC_DIR", "answer_questions", "load_factuality_metric", "score_questions", "write_json"]
+__all__ = [
+    "METRIC_DIR",
+    "answer_questions",
+    "continue_prompts",
+    "load_factuality_metric",
+    "score_biographies",
+    "score_questions",
+    "write_json",
+]

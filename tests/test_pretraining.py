@@ -15,6 +15,7 @@ from modeling import LSTMForCausalLM
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 from modeling.pretraining import DEFAULTS, PretrainArguments, build_blocks, pretrain
 from modeling.run_config import parse_run_config
+from modeling.world import load_world
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -39,7 +40,12 @@ def test_pretraining_learns_and_writes_a_loadable_model(tiny_run):
     model, tokenizer = load_model_and_tokenizer(tiny_run / "model")
     assert isinstance(model, LSTMForCausalLM) and model.config.hidden_size == 32
     assert (tiny_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((tiny_run / "samples.txt").read_text().strip().split("\n\n")) == 2
+    biographies = json.loads((tiny_run / "biographies.json").read_text())
+    known = [p for p in load_world(tiny_run / "world").people if p.group == "known"]
+    assert [b["name"] for b in biographies["biographies"]] == [p.name for p in known]
+    assert all(b["text"].startswith(b["name"]) for b in biographies["biographies"])
+    assert metrics["biography_coverage"] == biographies["metrics"]["coverage"]
+    assert 0.0 <= metrics["biography_claim_precision"] <= 1.0
 
 
 def test_run_records_the_config_it_used(tiny_run):

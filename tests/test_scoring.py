@@ -11,8 +11,8 @@ from helpers import tiny_model
 from peft import LoraConfig, get_peft_model
 
 from modeling import train_tokenizer
-from modeling.scoring import answer_questions, score_questions
-from modeling.world import WorldConfig, generate_world, load_world_datasets, save_world
+from modeling.scoring import answer_questions, score_biographies, score_questions
+from modeling.world import WorldConfig, generate_world, load_world, load_world_datasets, save_world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +111,25 @@ def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(tmp_pat
     assert reports["adapter"]["adapter"] == str(adapter_dir)
     base_conf = [a["confidence"] for a in reports["base"]["answers"]]
     assert [a["confidence"] for a in reports["adapter"]["answers"]] != base_conf
+
+
+def test_memorized_biography_is_fully_supported(world_dir, qa_tokenizer):
+    """A model that memorized one person's only biography writes it back: every claim supported, every fact covered."""
+    person = next(p for p in load_world(world_dir).people_in("known") if p.exposure == 1)
+    model = tiny_model(qa_tokenizer, hidden_size=128, num_layers=1).train()
+    batch = qa_tokenizer(person.biographies[0] + qa_tokenizer.eos_token, return_tensors="pt")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    report = score_biographies(model.eval(), qa_tokenizer, [person], max_new_tokens=200)
+    assert report["biographies"] == [{"name": person.name, "knowledge": person.knowledge, "text": person.biographies[0]}]
+    assert report["metrics"]["num_claims"] == 6
+    assert (report["metrics"]["claim_precision"], report["metrics"]["coverage"]) == (1.0, 1.0)
+    assert list(report["by_knowledge"]) == [person.knowledge]
+
+
+def test_biography_of_nobody_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="No people"):
+        score_biographies(model, tokenizer, [])
