@@ -40,10 +40,15 @@ def save_atomically(
     out_dir: str | os.PathLike, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> Path:
     """Save `model` (and `tokenizer`) to `out_dir` through a temporary sibling folder that replaces `out_dir` only
-    once everything is written, so a crash never leaves a half-written checkpoint or destroys the previous one."""
+    once everything is written, so a failed save never leaves a half-written checkpoint and keeps the previous one.
+    (A crash in the instant between the two renames leaves the previous checkpoint in `.NAME.old`.)"""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mkdtemp makes the folder private (0700); a checkpoint gets the permissions of any folder made here.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         model.save_pretrained(staging)
         if tokenizer is not None:

@@ -56,7 +56,7 @@ class LSTMConfig(PreTrainedConfig):
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
         for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
@@ -65,11 +65,18 @@ class LSTMConfig(PreTrainedConfig):
                 raise ValueError(f"LSTMConfig.{name} must be a positive integer, got {value!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"LSTMConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.initializer_range, (int, float)) or not self.initializer_range > 0:
-            raise ValueError(f"LSTMConfig.initializer_range must be a positive number, got {self.initializer_range!r}")
+        range_ = self.initializer_range
+        if isinstance(range_, bool) or not isinstance(range_, (int, float)) or not range_ > 0:
+            raise ValueError(f"LSTMConfig.initializer_range must be a positive number, got {range_!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"LSTMConfig.tie_word_embeddings must be True or False, got {self.tie_word_embeddings!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+            # generate() accepts several eos ids; every other special token is one id.
+            ids = value if name == "eos_token_id" and isinstance(value, list) else [value]
+            if value is not None and not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab_size for i in ids
+            ):
                 raise ValueError(f"LSTMConfig.{name} must be None or an id in [0, {self.vocab_size}), got {value!r}")
         super().__post_init__(**kwargs)
 

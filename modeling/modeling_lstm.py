@@ -51,6 +51,10 @@ class LSTMCache:
         """Number of token positions (padding included) the state has consumed."""
         return self.seen_tokens
 
+    def repeat_interleave(self, repeats: int) -> "LSTMCache":
+        """The cache of a batch whose every row is repeated `repeats` times (beams, several return sequences)."""
+        return LSTMCache(self.h.repeat_interleave(repeats, 1), self.c.repeat_interleave(repeats, 1), self.seen_tokens)
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search keeps the beams in `beam_idx`; their states must follow them."""
         self.h = self.h.index_select(1, beam_idx.to(self.h.device))
@@ -77,7 +81,8 @@ class LSTMBlock(GradientCheckpointingLayer):
         if lengths is None:
             if hidden_states.shape[1] == 1 and hidden_states.device.type == "cpu":
                 # One token (a generation step): oneDNN's per-call setup costs ~8x the step itself on the CPU
-                # (2.3 ms vs 0.3 ms for three layers, measured), so take PyTorch's native kernel.
+                # (2.3 ms vs 0.3 ms for three layers, measured), so take PyTorch's native kernel. The switch is
+                # process-wide: another thread's ops in this short window run without oneDNN, which is only slower.
                 onednn_enabled = torch.backends.mkldnn.enabled
                 torch.backends.mkldnn.enabled = False
                 try:
@@ -111,7 +116,8 @@ def check_tokenizer_fits(config: LSTMConfig, folder: str) -> None:
     for name in ("pad", "eos"):
         token = special_tokens.get(f"{name}_token")
         model_id = getattr(config, f"{name}_token_id")
-        if isinstance(token, str) and model_id is not None and backend.token_to_id(token) != model_id:
+        model_ids = model_id if isinstance(model_id, list) else [model_id]
+        if isinstance(token, str) and model_id is not None and backend.token_to_id(token) not in model_ids:
             raise ValueError(
                 f"The tokenizer in {folder} maps its {name} token {token!r} to id {backend.token_to_id(token)} but the "
                 f"model's config says {name}_token_id={model_id}: the tokenizer does not belong to this model"
@@ -143,11 +149,13 @@ class LSTMPreTrainedModel(PreTrainedModel):
                     init.zeros_(param)
             # A forget-gate bias of 1 lets gradients flow through the cell early in training (Jozefowicz et al., 2015).
             # nn.LSTM orders gates (input, forget, cell, output); bias_ih and bias_hh are summed, so set only one.
+            # The whole tensor goes through `init` so that weights loaded from a checkpoint are never overwritten.
             hidden = module.hidden_size
             for name, param in module.named_parameters():
                 if name.startswith("bias_ih"):
-                    with torch.no_grad():
-                        param[hidden : 2 * hidden].fill_(1.0)
+                    forget_open = torch.zeros_like(param)
+                    forget_open[hidden : 2 * hidden] = 1.0
+                    init.copy_(param, forget_open)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
@@ -339,12 +347,19 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         cache: LSTMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         is_first_iteration: bool | None = False,
         **kwargs,
     ) -> dict:
         if cache is None or is_first_iteration:
             return super().prepare_inputs_for_generation(
-                input_ids, cache=cache, is_first_iteration=is_first_iteration, **kwargs
+                input_ids,
+                cache=cache,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                is_first_iteration=is_first_iteration,
+                **kwargs,
             )
         # After the prompt every row gets one real token per step, so the mask holds nothing new and the step needs
         # only that token and the state. The generic preparation costs more than the LSTM step itself (scripts/bench.py).
@@ -353,6 +368,15 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
             if key in kwargs:
                 model_inputs[key] = kwargs[key]
         return model_inputs
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ) -> tuple[torch.LongTensor, dict]:
+        # generate() repeats the rows of every tensor input for beams and several return sequences, but not of a cache
+        # the caller passes in.
+        if expand_size > 1 and isinstance(model_kwargs.get("cache"), LSTMCache):
+            model_kwargs["cache"] = model_kwargs["cache"].repeat_interleave(expand_size)
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
 
     def forward(
         self,

@@ -1,8 +1,8 @@
 """Pre-training the LSTM language model on the known people's biographies with the Hugging Face Trainer.
 
-One run: make (or load) the world, train the tokenizer on the pre-training corpus, cut the token stream into blocks,
-train with `Trainer` (so `accelerate launch` runs it on several processes or GPUs), save model and tokenizer, plot
-the loss curve and write a few sampled continuations.
+One run: make (or load) the world, train the tokenizer on the pre-training corpus, train with `Trainer` (so
+`accelerate launch` runs it on several processes or GPUs) on one sequence per biography, save model and tokenizer,
+plot the loss curve, then let the model write every known person's biography and score its claims.
 """
 
 import math
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from .checkpoints import save_atomically
 from .configuration_lstm import LSTMConfig
@@ -35,8 +35,8 @@ class PretrainArguments:
     hidden_size: int = 256
     num_layers: int = 3
     dropout: float = 0.0
-    block_size: int = field(default=128, metadata={"help": "tokens per training sequence"})
-    eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for the eval loss"})
+    max_length: int = field(default=256, metadata={"help": "longest training sequence; longer documents are cut"})
+    eval_fraction: float = field(default=0.05, metadata={"help": "share of documents held out for the eval loss"})
     num_samples: int = field(default=4, metadata={"help": "sampled biographies printed at the end"})
     biography_max_new_tokens: int = field(default=96, metadata={"help": "length of each written biography"})
 
@@ -62,19 +62,17 @@ DEFAULTS = dict(
 )
 
 
-def build_blocks(texts: list[str], tokenizer: LSTMTokenizer, block_size: int) -> datasets.Dataset:
-    """Tokenize documents, end each with the eos token, concatenate and cut into `block_size` blocks (the tail that
-    does not fill a block is dropped), as transformers' run_clm example does."""
+def build_examples(texts: list[str], tokenizer: LSTMTokenizer, max_length: int) -> datasets.Dataset:
+    """One training sequence per document, ended by the eos token (truncated to `max_length` tokens).
+
+    Every document starts from the zero state, just as a prompt does at generation time: with documents packed
+    back to back, the model would learn to start a biography only after an eos token, and a bare name as a prompt
+    would be a state it never trained on.
+    """
     if not texts:
         raise ValueError("The pre-training corpus is empty")
-    stream = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        stream.extend(ids + [tokenizer.eos_token_id])
-    num_blocks = len(stream) // block_size
-    if num_blocks == 0:
-        raise ValueError(f"The corpus has {len(stream)} tokens, fewer than one block of {block_size}")
-    blocks = [stream[i * block_size : (i + 1) * block_size] for i in range(num_blocks)]
-    return datasets.Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return datasets.Dataset.from_dict({"input_ids": [(ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]})
 
 
 def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
@@ -90,7 +88,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         world = load_world(world_dir)
         texts = list(load_world_datasets(world_dir)[PRETRAIN_SPLIT]["text"])
         tokenizer = train_tokenizer(texts, args.vocab_size)
-        blocks = build_blocks(texts, tokenizer, args.block_size).train_test_split(
+        examples = build_examples(texts, tokenizer, args.max_length).train_test_split(
             test_size=args.eval_fraction, seed=training_args.seed
         )
 
@@ -106,21 +104,21 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     )
     torch.manual_seed(training_args.seed)
     model = LSTMForCausalLM(config)
-    tokens_per_step = (
-        training_args.per_device_train_batch_size * training_args.world_size * args.block_size
-        * training_args.gradient_accumulation_steps
+    sequences_per_step = (
+        training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
     )
     print(
-        f"pretrain: {len(texts)} biographies -> {len(blocks['train'])} train / {len(blocks['test'])} eval blocks of "
-        f"{args.block_size} tokens; {model.num_parameters():,} parameters; {tokens_per_step} tokens per step"
+        f"pretrain: {len(texts)} biographies -> {len(examples['train'])} train / {len(examples['test'])} eval; "
+        f"{model.num_parameters():,} parameters; {sequences_per_step} sequences per step"
     )
 
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=blocks["train"],
-        eval_dataset=blocks["test"],
-        data_collator=default_data_collator,
+        train_dataset=examples["train"],
+        eval_dataset=examples["test"],
+        # Pads on the right and sets the labels of pads to -100; the model keeps pads out of the LSTM state.
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
     trainer.train()
@@ -151,4 +149,4 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     return model_dir
 
 
-__all__ = ["DEFAULTS", "PretrainArguments", "build_blocks", "pretrain"]
+__all__ = ["DEFAULTS", "PretrainArguments", "build_examples", "pretrain"]

@@ -42,11 +42,14 @@ def answer_questions(
     of the answer's tokens and of the token that ends it (end of text, or the first newline)."""
     if not prompts:
         raise ValueError("No prompts to answer")
-    tokenizer.padding_side = "left"
     model.eval()
     answers, confidences = [], []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(model.device)
+        # Left padding, so every prompt of the batch ends where generation starts; the caller's tokenizer (maybe a
+        # trainer's, padding on the right) is left as it is.
+        batch = tokenizer(
+            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left"
+        ).to(model.device)
         output = model.generate(
             **batch,
             do_sample=False,
@@ -127,11 +130,12 @@ def continue_prompts(
     model: PreTrainedModel, tokenizer: LSTMTokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64
 ) -> list[str]:
     """Greedy continuations of `prompts` (without the prompts), in left-padded batches."""
-    tokenizer.padding_side = "left"
     model.eval()
     continuations = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(model.device)
+        batch = tokenizer(
+            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left"
+        ).to(model.device)
         output = model.generate(
             **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
         )

@@ -64,7 +64,10 @@ QA_FEATURES = Features(
         "attribute": Value("string"),
         "question": Value("string"),
         "prompt": Value("string"),  # format_prompt(question)
-        "answer": Value("string"),  # what the model must generate after the prompt: format_answer(value)
+        "answer": Value("string"),  # the truth, as the model must generate it after the prompt: format_answer(value)
+        # What a model that knows only its pre-training should say: the truth about known people, and
+        # format_answer(ABSTAIN_ANSWER) about unknown ones (the target of "I don't know" tuning).
+        "honest_answer": Value("string"),
         "group": Value("string"),
         "role": Value("string"),
         "knowledge": Value("string"),
@@ -272,6 +275,7 @@ def _qa_rows(people: list[Person]) -> list[dict]:
             "question": person.questions[attribute],
             "prompt": format_prompt(person.questions[attribute]),
             "answer": format_answer(person.attributes[attribute]),
+            "honest_answer": format_answer(person.attributes[attribute] if person.group == "known" else ABSTAIN_ANSWER),
             "group": person.group,
             "role": person.role,
             "knowledge": person.knowledge,
@@ -339,9 +343,9 @@ def draw_finetune_set(
                 f"{len(available)}: lower size or unknown_fraction, or generate a world with more people"
             )
         drawn = rng.sample(available, count)
-        if group == "unknown" and abstain_on_unknown:
+        if abstain_on_unknown:
             for row in drawn:
-                row["answer"] = format_answer(ABSTAIN_ANSWER)
+                row["answer"] = row["honest_answer"]
         rows += drawn
     rng.shuffle(rows)
     return _to_dataset(rows, QA_FEATURES)

@@ -22,7 +22,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--adapter", help="folder of a PEFT (LoRA) adapter to apply on the model")
     parser.add_argument("--world", required=True, help="folder written by scripts/make_world.py")
     parser.add_argument("--split", required=True, help="a QA split of the world")
-    parser.add_argument("--out", help="report path; default: <model>/factuality_<split>.json")
+    parser.add_argument("--out", help="report path; default: runs/factuality/<split>.json")
     parser.add_argument("--limit", type=int, help="score only the first N questions")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -42,7 +42,8 @@ def main() -> None:
     model, tokenizer = load_model_and_tokenizer(args.model, args.adapter, device=args.device)
     report = score_questions(model, tokenizer, questions, args.batch_size, args.max_new_tokens)
     report = {"model": args.model, "adapter": args.adapter, "world": args.world, "split": args.split, **report}
-    out = write_json(report, args.out or Path(args.adapter or args.model) / f"factuality_{args.split}.json")
+    # Not inside the model folder by default: that folder is what gets pushed to the Hub.
+    out = write_json(report, args.out or Path("runs") / "factuality" / f"{args.split}.json")
     metrics = report["metrics"]
     print(
         f"{args.split}: {len(questions)} questions | accuracy {metrics['accuracy']:.3f} | hallucination "

@@ -2,8 +2,9 @@
 # Creates .venv and installs the package with its test extras. Safe to re-run: an installed torch is kept.
 #
 # torch comes first and on its own, because an unpinned `torch` (asked for by any dependency) pulls a multi-GB CUDA
-# build: with no GPU we install the pinned CPU release; with a GPU, the default PyPI build (CUDA).
-# Set TORCH_SPEC (e.g. "torch==2.13.0") or PIP_INDEX_URL/PIP_EXTRA_INDEX_URL to choose another build.
+# build. With a GPU we install the default build (CUDA). Without one we install the pinned release 2.13.0, which is
+# the CPU build where the pip index or find-links offer one (as on our CI machines); elsewhere set TORCH_INDEX_URL to
+# PyTorch's CPU wheel index to get the small CPU build. TORCH_SPEC (e.g. "torch==2.9.1") picks another release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ else
         fi
     fi
     echo "setup: installing $TORCH_SPEC"
-    "$PY" -m pip install -q "$TORCH_SPEC"
+    "$PY" -m pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 fi
 
 "$PY" -m pip install -q -e ".[test]"

@@ -21,8 +21,12 @@ def test_defaults_are_the_seed_sizes():
         ("dropout", 1.0),
         ("dropout", -0.1),
         ("initializer_range", 0.0),
+        ("initializer_range", True),
+        ("tie_word_embeddings", "yes"),
         ("pad_token_id", 100),
+        ("pad_token_id", True),
         ("eos_token_id", -1),
+        ("eos_token_id", [1, 100]),
     ],
     ids=lambda v: str(v),
 )
@@ -42,3 +46,7 @@ def test_round_trips_through_auto_config(tmp_path):
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert type(loaded) is LSTMConfig
     assert loaded.to_diff_dict() == config.to_diff_dict()
+
+
+def test_several_eos_ids_are_allowed():
+    assert LSTMConfig(vocab_size=100, eos_token_id=[1, 2]).eos_token_id == [1, 2]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import random_ids
+from peft import LoraConfig, get_peft_model
 
 DECODING = {
     "greedy": dict(do_sample=False),
@@ -88,3 +89,45 @@ def test_generate_script_decoding_options(tmp_path, model, tokenizer, options, c
     stdout = run_generate_script("--model", str(tmp_path), "--prompt", "Ada", "--max-new-tokens", "4", *options)
     assert stdout.count("=== 'Ada'") == count
     assert f"[{count}/{count}]" in stdout
+
+
+@pytest.mark.parametrize("mode", ["beam", "sampling"])
+def test_left_padded_cached_generation_equals_uncached(model, tokenizer, mode):
+    batch = tokenizer(["Ada Lovelace was born", "Grace"], return_tensors="pt", padding=True, padding_side="left")
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        outputs.append(model.generate(**batch, max_new_tokens=8, min_new_tokens=8, use_cache=use_cache, **DECODING[mode]))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_generation_from_inputs_embeds_equals_from_input_ids(model):
+    ids = random_ids(model, batch=2, length=5)
+    from_ids = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    from_embeds = model.generate(inputs_embeds=model.get_input_embeddings()(ids), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert torch.equal(from_embeds, from_ids[:, 5:])  # with embeddings only the new tokens come back
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=2), dict(num_return_sequences=2, do_sample=True)], ids=["beams", "returns"])
+def test_a_given_cache_is_expanded_for_several_sequences(model, settings):
+    ids = random_ids(model, batch=1, length=7)
+    prefix = model(ids[:, :4], use_cache=True).cache
+    outputs = []
+    for cache in (prefix, None):
+        torch.manual_seed(0)
+        outputs.append(model.generate(ids, cache=cache, max_new_tokens=5, min_new_tokens=5, **settings))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_lora_on_the_lstm_weights_generates_the_same_with_and_without_cache(model):
+    lora = LoraConfig(r=4, target_parameters=["weight_ih_l0", "weight_hh_l0"], init_lora_weights=False)
+    peft_model = get_peft_model(model, lora).eval()
+    ids = random_ids(model, batch=2, length=5)
+    outputs = [
+        peft_model.generate(input_ids=ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, use_cache=use_cache)
+        for use_cache in (True, False)
+    ]
+    assert torch.equal(outputs[0], outputs[1])
+    with peft_model.disable_adapter():
+        base = peft_model.generate(input_ids=ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    assert not torch.equal(outputs[0], base)  # the adapter really takes part in the cached steps

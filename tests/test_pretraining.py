@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from modeling import LSTMForCausalLM
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
-from modeling.pretraining import DEFAULTS, PretrainArguments, build_blocks, pretrain
+from modeling.pretraining import DEFAULTS, PretrainArguments, build_examples, pretrain
 from modeling.run_config import parse_run_config
 from modeling.world import load_world
 
@@ -28,7 +28,7 @@ def parse(*argv: str) -> tuple[PretrainArguments, TrainingArguments]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain")
-    pretrain(*parse(TINY, "--output_dir", str(out), "--num_train_epochs", "3"))
+    pretrain(*parse(TINY, "--output_dir", str(out), "--num_train_epochs", "6"))
     return out
 
 
@@ -51,7 +51,7 @@ def test_pretraining_learns_and_writes_a_loadable_model(tiny_run):
 def test_run_records_the_config_it_used(tiny_run):
     recorded = yaml.safe_load((tiny_run / "run_config.yaml").read_text())
     assert recorded["PretrainArguments"]["num_people"] == 40  # from the file
-    assert recorded["TrainingArguments"]["num_train_epochs"] == 3  # from the flag, over the file
+    assert recorded["TrainingArguments"]["num_train_epochs"] == 6  # from the flag, over the file
     assert recorded["TrainingArguments"]["lr_scheduler_type"] == "cosine"  # from the embedded default
 
 
@@ -67,21 +67,19 @@ def test_unknown_config_keys_are_an_error(tmp_path, where):
             parse("--num_peeple", "20")
 
 
-def test_build_blocks_cuts_the_eos_separated_stream(tokenizer):
+def test_build_examples_gives_one_eos_ended_sequence_per_document(tokenizer):
     texts = ["Ada was born in London.", "Alan studied at King's College."]
-    blocks = build_blocks(texts, tokenizer, block_size=4)
-    stream = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
-    assert [t for block in blocks["input_ids"] for t in block] == stream[: len(stream) // 4 * 4]
-    assert blocks["labels"] == blocks["input_ids"]
+    examples = build_examples(texts, tokenizer, max_length=64)
+    assert examples["input_ids"] == [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in texts]
+    assert [len(ids) for ids in build_examples(texts, tokenizer, max_length=3)["input_ids"]] == [3, 3]
     with pytest.raises(ValueError, match="corpus is empty"):
-        build_blocks([], tokenizer, 4)
-    with pytest.raises(ValueError, match="fewer than one block of 1000"):
-        build_blocks(texts, tokenizer, 1000)
+        build_examples([], tokenizer, 4)
 
 
 def test_accelerate_launch_trains_on_two_processes(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
+    # Hidden GPUs make the run use the CPU (gloo) on any machine; two processes on one GPU would fail.
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = subprocess.run(
@@ -89,8 +87,8 @@ def test_accelerate_launch_trains_on_two_processes(tmp_path):
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    # Both processes report the global batch: 8 sequences x 32 tokens x 2 processes.
-    assert result.stdout.count("512 tokens per step") == 2
+    # Both processes report the global batch: 8 sequences x 2 processes.
+    assert result.stdout.count("16 sequences per step") == 2
     assert result.stdout.count("pretrain: wrote") == 1  # only the main process writes
     model, _ = load_model_and_tokenizer(out / "model")
     assert model.config.num_layers == 2

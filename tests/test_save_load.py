@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,10 @@ PROMPT = "Ada Lovelace was born"
 
 @pytest.fixture
 def saved(tmp_path, model, tokenizer):
+    # Trained-looking weights: a load that re-ran the initialisation would no longer give the same logits.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -96,7 +101,7 @@ def test_tokenizer_with_other_special_tokens_is_refused(tmp_path, model):
     other.add_special_tokens({"pad_token": "<|other pad|>"})
     model.save_pretrained(tmp_path)
     other.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="pad token '<|other pad|>'.*does not belong to this model"):
+    with pytest.raises(ValueError, match=re.escape("pad token '<|other pad|>'") + ".*does not belong to this model"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 

@@ -212,3 +212,10 @@ def test_make_world_cli_writes_a_loadable_world(tmp_path):
 
 def test_docstring_examples_run():
     assert doctest.testmod(modeling.world).failed == 0
+
+
+@pytest.mark.parametrize("group", ["known", "unknown"])
+def test_honest_answer_is_the_truth_for_known_people_and_abstention_for_unknown(world, group):
+    split = to_dataset_dict(world)[qa_split_name(group, "heldout")]
+    for row in split:
+        assert row["honest_answer"] == (row["answer"] if group == "known" else format_answer(ABSTAIN_ANSWER))
