@@ -131,3 +131,21 @@ def test_lora_on_the_lstm_weights_generates_the_same_with_and_without_cache(mode
     with peft_model.disable_adapter():
         base = peft_model.generate(input_ids=ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)
     assert not torch.equal(outputs[0], base)  # the adapter really takes part in the cached steps
+
+
+def test_generate_script_applies_an_adapter(tmp_path, model, tokenizer):
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    lora = LoraConfig(r=4, target_parameters=["weight_ih_l0", "weight_hh_l0"], init_lora_weights=False)
+    peft_model = get_peft_model(model, lora).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = tokenizer("Ada Lovelace was", return_tensors="pt").input_ids
+    expected = peft_model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with peft_model.disable_adapter():
+        base = peft_model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert not torch.equal(expected, base)
+    stdout = run_generate_script(
+        "--model", str(tmp_path / "model"), "--adapter", str(tmp_path / "adapter"), "--prompt", "Ada Lovelace was",
+        "--max-new-tokens", "6",
+    )
+    assert stdout.endswith(f"Ada Lovelace was{tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)}\n")
