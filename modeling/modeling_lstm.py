@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tokenizers import Tokenizer
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -31,7 +31,9 @@ class LSTMCache:
 
     def __init__(self, h: torch.Tensor, c: torch.Tensor, seen_tokens: int = 0):
         if h.shape != c.shape or h.dim() != 3:
-            raise ValueError(f"LSTMCache needs h and c of one shape (num_layers, batch, hidden), got {h.shape}, {c.shape}")
+            raise ValueError(
+                f"LSTMCache needs h and c of one shape (num_layers, batch, hidden), got {h.shape}, {c.shape}"
+            )
         self.h = h
         self.c = c
         self.seen_tokens = seen_tokens
@@ -362,7 +364,8 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
                 **kwargs,
             )
         # After the prompt every row gets one real token per step, so the mask holds nothing new and the step needs
-        # only that token and the state. The generic preparation costs more than the LSTM step itself (scripts/bench.py).
+        # only that token and the state. The generic preparation costs more than the LSTM step itself
+        # (measured with scripts/bench.py).
         model_inputs = {"input_ids": input_ids[:, -1:], "cache": cache}
         for key in ("use_cache", "logits_to_keep", "output_hidden_states", "return_dict"):
             if key in kwargs:

@@ -27,7 +27,9 @@ from .world import PRETRAIN_SPLIT, WorldConfig, generate_world, load_world, load
 class PretrainArguments:
     """What to pre-train on and which model to build. Trainer settings live in `TrainingArguments`."""
 
-    world_dir: str | None = field(default=None, metadata={"help": "saved world to use; default: make one in <output_dir>/world"})
+    world_dir: str | None = field(
+        default=None, metadata={"help": "saved world to use; default: make one in <output_dir>/world"}
+    )
     num_people: int = field(default=300, metadata={"help": "people in a newly made world (known and unknown)"})
     world_seed: int = field(default=0, metadata={"help": "seed of a newly made world"})
     vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, bytes and special tokens included"})
@@ -131,7 +133,10 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
         # What the model learned: each known person's biography as it writes it, claim by claim against the record.
         biographies = score_biographies(
-            trainer.model, tokenizer, world.people_in("known"), args.biography_max_new_tokens,
+            trainer.model,
+            tokenizer,
+            world.people_in("known"),
+            args.biography_max_new_tokens,
             training_args.per_device_eval_batch_size,
         )
         write_json(biographies, out_dir / "biographies.json")
@@ -144,8 +149,12 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
                 f"pretrain: {category} people: claim precision {scores['claim_precision']:.2f}, "
                 f"coverage {scores['coverage']:.2f}"
             )
-        print("pretrain: samples\n" + "\n".join(f"  {b['text']}" for b in biographies["biographies"][: args.num_samples]))
-        print(f"pretrain: wrote {model_dir}, {out_dir / 'loss.png'}, {out_dir / 'biographies.json'}, {out_dir / 'run_config.yaml'}")
+        print(
+            "pretrain: samples\n" + "\n".join(f"  {b['text']}" for b in biographies["biographies"][: args.num_samples])
+        )
+        print(
+            f"pretrain: wrote {model_dir}, and loss.png, metrics.json, biographies.json, run_config.yaml in {out_dir}"
+        )
     return model_dir
 
 

@@ -30,7 +30,10 @@ def parse_run_config(
     known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"Unknown configuration keys {unknown}; known keys are the fields of {[c.__name__ for c in dataclass_types]}")
+        raise ValueError(
+            f"Unknown configuration keys {unknown}; the known keys are the fields of "
+            f"{', '.join(cls.__name__ for cls in dataclass_types)}"
+        )
     parser.set_defaults(**overrides)
     return parser.parse_args_into_dataclasses(args=argv)
 

@@ -8,13 +8,13 @@ import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
 import evaluate
 import torch
-from transformers import PreTrainedModel
+from transformers import BatchEncoding, PreTrainedModel
 
 from .factuality.factuality import classify_answers
 from .factuality.world_schema import parse_answer
@@ -44,12 +44,7 @@ def answer_questions(
         raise ValueError("No prompts to answer")
     model.eval()
     answers, confidences = [], []
-    for start in range(0, len(prompts), batch_size):
-        # Left padding, so every prompt of the batch ends where generation starts; the caller's tokenizer (maybe a
-        # trainer's, padding on the right) is left as it is.
-        batch = tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left"
-        ).to(model.device)
+    for batch in _left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
             **batch,
             do_sample=False,
@@ -66,6 +61,26 @@ def answer_questions(
             answers.append(parse_answer(tokenizer.decode(tokens[:length], skip_special_tokens=True)))
             confidences.append(token_logprobs[:length].mean().item())
     return answers, confidences
+
+
+def _left_padded_batches(
+    tokenizer: LSTMTokenizer, prompts: Sequence[str], batch_size: int, device: torch.device
+) -> Iterator[BatchEncoding]:
+    # Left padding, so every prompt of a batch ends where generation starts. The padding side is given per call: the
+    # caller's tokenizer (maybe a trainer's, padding on the right) is left as it is.
+    for start in range(0, len(prompts), batch_size):
+        prompts_batch = list(prompts[start : start + batch_size])
+        yield tokenizer(prompts_batch, return_tensors="pt", padding=True, padding_side="left").to(device)
+
+
+def _scores_by_knowledge(metric: evaluate.EvaluationModule, knowledge: Sequence[str], **columns: list) -> dict:
+    """The metric over the rows of each knowledge category that occurs (`columns` are the metric's inputs)."""
+    scores = {}
+    for category in KNOWLEDGE_CATEGORIES:
+        rows = [i for i, row_category in enumerate(knowledge) if row_category == category]
+        if rows:
+            scores[category] = metric.compute(**{name: [values[i] for i in rows] for name, values in columns.items()})
+    return scores
 
 
 def _answer_length(tokens: list[int], tokenizer: LSTMTokenizer) -> int:
@@ -99,15 +114,13 @@ def score_questions(
     metric = load_factuality_metric()
     metrics = metric.compute(predictions=predictions, references=references, confidences=confidences)
 
-    by_knowledge = {}
-    for category in KNOWLEDGE_CATEGORIES:
-        picked = [i for i, row in enumerate(rows) if row["knowledge"] == category]
-        if picked:
-            by_knowledge[category] = metric.compute(
-                predictions=[predictions[i] for i in picked],
-                references=[references[i] for i in picked],
-                confidences=[confidences[i] for i in picked],
-            )
+    by_knowledge = _scores_by_knowledge(
+        metric,
+        [row["knowledge"] for row in rows],
+        predictions=predictions,
+        references=references,
+        confidences=confidences,
+    )
 
     answers = [
         {
@@ -132,10 +145,7 @@ def continue_prompts(
     """Greedy continuations of `prompts` (without the prompts), in left-padded batches."""
     model.eval()
     continuations = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left"
-        ).to(model.device)
+    for batch in _left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
             **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
         )
@@ -157,19 +167,17 @@ def score_biographies(
     """
     if not people:
         raise ValueError("No people to write biographies of")
-    texts = [person.name + text for person, text in zip(people, continue_prompts(
-        model, tokenizer, [person.name for person in people], max_new_tokens, batch_size
-    ))]
+    names = [person.name for person in people]
+    texts = [
+        name + text for name, text in zip(names, continue_prompts(model, tokenizer, names, max_new_tokens, batch_size))
+    ]
+    records = [person.record() for person in people]
     metric = load_factuality_metric("biography")
-    by_knowledge = {}
-    for category in KNOWLEDGE_CATEGORIES:
-        picked = [i for i, person in enumerate(people) if person.knowledge == category]
-        if picked:
-            by_knowledge[category] = metric.compute(
-                predictions=[texts[i] for i in picked], references=[people[i].record() for i in picked]
-            )
+    by_knowledge = _scores_by_knowledge(
+        metric, [person.knowledge for person in people], predictions=texts, references=records
+    )
     return {
-        "metrics": metric.compute(predictions=texts, references=[person.record() for person in people]),
+        "metrics": metric.compute(predictions=texts, references=records),
         "by_knowledge": by_knowledge,
         "biographies": [
             {"name": person.name, "knowledge": person.knowledge, "text": text} for person, text in zip(people, texts)

@@ -1,9 +1,9 @@
 """Pre-train the LSTM language model on a world's biographies (the main job; see README).
 
-    python scripts/pretrain.py                                   # the embedded default config
-    python scripts/pretrain.py configs/tiny.yaml                 # a config file overrides the defaults
-    python scripts/pretrain.py configs/tiny.yaml --num_train_epochs 2   # flags override the file
-    accelerate launch --num_processes 2 scripts/pretrain.py configs/tiny.yaml
+python scripts/pretrain.py                                   # the embedded default config
+python scripts/pretrain.py configs/tiny.yaml                 # a config file overrides the defaults
+python scripts/pretrain.py configs/tiny.yaml --num_train_epochs 2   # flags override the file
+accelerate launch --num_processes 2 scripts/pretrain.py configs/tiny.yaml
 """
 
 import sys

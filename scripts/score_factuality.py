@@ -1,7 +1,7 @@
 """Score a model's factuality on one QA split of a world and write every question, answer and verdict as JSON.
 
     python scripts/score_factuality.py --model runs/pretrain/model --world runs/pretrain/world --split qa_known_heldout
-    python scripts/score_factuality.py --model DIR --adapter ADAPTER_DIR --world DIR --split qa_unknown_heldout --out r.json
+    python scripts/score_factuality.py --model DIR --adapter ADAPTER --world DIR --split qa_unknown_heldout --out r.json
 
 Splits: qa_known_finetune, qa_known_heldout, qa_unknown_finetune, qa_unknown_heldout.
 """
@@ -47,7 +47,8 @@ def main() -> None:
     metrics = report["metrics"]
     print(
         f"{args.split}: {len(questions)} questions | accuracy {metrics['accuracy']:.3f} | hallucination "
-        f"{metrics['hallucination_rate']:.3f} | abstention {metrics['abstention_rate']:.3f} | auroc {metrics['auroc']:.3f}"
+        f"{metrics['hallucination_rate']:.3f} | abstention {metrics['abstention_rate']:.3f} | "
+        f"auroc {metrics['auroc']:.3f}"
     )
     print(f"wrote {out}")
 

@@ -1,11 +1,5 @@
 """The `factuality` metric, loaded with `evaluate.load` from its folder, and the claim extraction it relies on."""
 
-import os
-
-# The metric loads from a local folder; nothing may reach the network. Set before evaluate reads its config.
-for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(variable, "1")
-
 import doctest
 import math
 from pathlib import Path

@@ -23,14 +23,18 @@ def test_cached_generation_equals_uncached(model, mode):
     outputs = []
     for use_cache in (True, False):
         torch.manual_seed(0)
-        outputs.append(model.generate(prompt, max_new_tokens=12, min_new_tokens=12, use_cache=use_cache, **DECODING[mode]))
+        outputs.append(
+            model.generate(prompt, max_new_tokens=12, min_new_tokens=12, use_cache=use_cache, **DECODING[mode])
+        )
     assert outputs[0].shape[1] == 5 + 12
     assert torch.equal(outputs[0], outputs[1])
 
 
 def test_cache_feeds_one_token_per_step(model):
     seen = []
-    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
     model.generate(random_ids(model, batch=1, length=6), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     hook.remove()
     assert seen == [6, 1, 1, 1]
@@ -52,8 +56,12 @@ def test_generation_continues_from_a_given_cache(model):
     ids = random_ids(model, batch=1, length=8)
     prefix = model(ids[:, :5], use_cache=True).cache
     seen = []
-    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
-    settings = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    settings = dict(
+        max_new_tokens=5, min_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     continued = model.generate(ids, cache=prefix, **settings)
     hook.remove()
     fresh = model.generate(ids, **settings)
@@ -71,16 +79,24 @@ def test_generate_script_batches_prompts_like_generate(tmp_path, model, tokenize
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     prompts = ["Ada Lovelace was", "Grace"]
-    stdout = run_generate_script("--model", str(tmp_path), "--prompt", prompts[0], "--prompt", prompts[1], "--max-new-tokens", "6")
+    stdout = run_generate_script(
+        "--model", str(tmp_path), "--prompt", prompts[0], "--prompt", prompts[1], "--max-new-tokens", "6"
+    )
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         expected = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        assert f"=== {prompt!r} [1/1]\n{prompt}{tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)}\n" in stdout
+        assert (
+            f"=== {prompt!r} [1/1]\n{prompt}{tokenizer.decode(expected[0, ids.shape[1] :], skip_special_tokens=True)}\n"
+            in stdout
+        )
 
 
 @pytest.mark.parametrize(
     "options, count",
-    [(["--num-beams", "3", "--num-return-sequences", "2"], 2), (["--do-sample", "--temperature", "0.7", "--top-k", "5"], 1)],
+    [
+        (["--num-beams", "3", "--num-return-sequences", "2"], 2),
+        (["--do-sample", "--temperature", "0.7", "--top-k", "5"], 1),
+    ],
     ids=["beams", "sampling"],
 )
 def test_generate_script_decoding_options(tmp_path, model, tokenizer, options, count):
@@ -97,18 +113,24 @@ def test_left_padded_cached_generation_equals_uncached(model, tokenizer, mode):
     outputs = []
     for use_cache in (True, False):
         torch.manual_seed(0)
-        outputs.append(model.generate(**batch, max_new_tokens=8, min_new_tokens=8, use_cache=use_cache, **DECODING[mode]))
+        outputs.append(
+            model.generate(**batch, max_new_tokens=8, min_new_tokens=8, use_cache=use_cache, **DECODING[mode])
+        )
     assert torch.equal(outputs[0], outputs[1])
 
 
 def test_generation_from_inputs_embeds_equals_from_input_ids(model):
     ids = random_ids(model, batch=2, length=5)
     from_ids = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
-    from_embeds = model.generate(inputs_embeds=model.get_input_embeddings()(ids), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    from_embeds = model.generate(
+        inputs_embeds=model.get_input_embeddings()(ids), max_new_tokens=6, min_new_tokens=6, do_sample=False
+    )
     assert torch.equal(from_embeds, from_ids[:, 5:])  # with embeddings only the new tokens come back
 
 
-@pytest.mark.parametrize("settings", [dict(num_beams=2), dict(num_return_sequences=2, do_sample=True)], ids=["beams", "returns"])
+@pytest.mark.parametrize(
+    "settings", [dict(num_beams=2), dict(num_return_sequences=2, do_sample=True)], ids=["beams", "returns"]
+)
 def test_a_given_cache_is_expanded_for_several_sequences(model, settings):
     ids = random_ids(model, batch=1, length=7)
     prefix = model(ids[:, :4], use_cache=True).cache
@@ -140,12 +162,24 @@ def test_generate_script_applies_an_adapter(tmp_path, model, tokenizer):
     peft_model = get_peft_model(model, lora).eval()
     peft_model.save_pretrained(tmp_path / "adapter")
     ids = tokenizer("Ada Lovelace was", return_tensors="pt").input_ids
-    expected = peft_model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = peft_model.generate(
+        input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
     with peft_model.disable_adapter():
-        base = peft_model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        base = peft_model.generate(
+            input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
     assert not torch.equal(expected, base)
     stdout = run_generate_script(
-        "--model", str(tmp_path / "model"), "--adapter", str(tmp_path / "adapter"), "--prompt", "Ada Lovelace was",
-        "--max-new-tokens", "6",
+        "--model",
+        str(tmp_path / "model"),
+        "--adapter",
+        str(tmp_path / "adapter"),
+        "--prompt",
+        "Ada Lovelace was",
+        "--max-new-tokens",
+        "6",
     )
-    assert stdout.endswith(f"Ada Lovelace was{tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)}\n")
+    assert stdout.endswith(
+        f"Ada Lovelace was{tokenizer.decode(expected[0, ids.shape[1] :], skip_special_tokens=True)}\n"
+    )

@@ -84,7 +84,11 @@ def test_accelerate_launch_trains_on_two_processes(tmp_path):
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = subprocess.run(
         [*launch, str(REPO / "scripts" / "pretrain.py"), TINY, "--output_dir", str(out), "--num_train_epochs", "1"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # Both processes report the global batch: 8 sequences x 2 processes.

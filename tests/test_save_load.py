@@ -92,7 +92,9 @@ def test_tokenizer_larger_than_the_model_is_refused(tmp_path, tokenizer):
     small.resize_token_embeddings(len(tokenizer) - 10)
     small.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=f"has {len(tokenizer)} tokens but the model's vocab_size is {len(tokenizer) - 10}"):
+    with pytest.raises(
+        ValueError, match=f"has {len(tokenizer)} tokens but the model's vocab_size is {len(tokenizer) - 10}"
+    ):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 

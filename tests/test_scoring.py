@@ -84,7 +84,9 @@ def test_report_counts_agree_with_verdicts(qa_tokenizer, world_dir):
     assert metrics["num_hallucinated"] == verdicts.count("hallucinated")
     assert metrics["accuracy"] + metrics["hallucination_rate"] + metrics["abstention_rate"] == pytest.approx(1.0)
     assert set(report["by_knowledge"]) == set(questions["knowledge"])
-    assert sum(m["num_hallucinated"] + m["num_correct"] + m["num_abstained"] for m in report["by_knowledge"].values()) == len(questions)
+    assert sum(
+        m["num_hallucinated"] + m["num_correct"] + m["num_abstained"] for m in report["by_knowledge"].values()
+    ) == len(questions)
 
 
 def test_empty_question_set_is_refused(model, tokenizer, questions):
@@ -92,7 +94,9 @@ def test_empty_question_set_is_refused(model, tokenizer, questions):
         score_questions(model, tokenizer, questions.select([]))
 
 
-def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(tmp_path, memorizing_model, qa_tokenizer, world_dir):
+def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(
+    tmp_path, memorizing_model, qa_tokenizer, world_dir
+):
     model_dir, adapter_dir = tmp_path / "model", tmp_path / "adapter"
     memorizing_model.save_pretrained(model_dir)
     qa_tokenizer.save_pretrained(model_dir)
@@ -103,7 +107,17 @@ def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(tmp_pat
     for name, extra in [("base", []), ("adapter", ["--adapter", str(adapter_dir)])]:
         out = tmp_path / f"{name}.json"
         command = [sys.executable, str(REPO / "scripts" / "score_factuality.py"), "--model", str(model_dir)]
-        command += ["--world", str(world_dir), "--split", "qa_known_finetune", "--limit", "6", "--out", str(out), *extra]
+        command += [
+            "--world",
+            str(world_dir),
+            "--split",
+            "qa_known_finetune",
+            "--limit",
+            "6",
+            "--out",
+            str(out),
+            *extra,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         assert f"wrote {out}" in result.stdout
         reports[name] = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
