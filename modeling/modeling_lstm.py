@@ -175,6 +175,16 @@ class LSTMPreTrainedModel(PreTrainedModel):
             check_tokenizer_fits(model.config, folder)
         return model
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        # Whichever class is saved, the folder loads as remote code with AutoModel and AutoModelForCausalLM alike
+        # (transformers only maps the class being saved).
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModel": "modeling_lstm.LSTMModel",
+            "AutoModelForCausalLM": "modeling_lstm.LSTMForCausalLM",
+        }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate() must not build a key/value DynamicCache for us: the first forward creates the LSTMCache.

@@ -35,6 +35,7 @@ def test_save_pretrained_writes_weights_config_code_and_tokenizer(saved):
     assert expected | {"configuration_lstm.py", "modeling_lstm.py", "tokenization_lstm.py"} <= files
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForCausalLM"] == "modeling_lstm.LSTMForCausalLM"
+    assert auto_map["AutoModel"] == "modeling_lstm.LSTMModel"
     assert auto_map["AutoConfig"] == "configuration_lstm.LSTMConfig"
     assert "AutoTokenizer" in json.loads((saved / "tokenizer_config.json").read_text())["auto_map"]
 
@@ -52,7 +53,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     import json, sys
     sys.modules["modeling"] = None  # our package must not be importable: everything comes from the folder
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, pipeline
 
     folder, out = sys.argv[1], sys.argv[2]
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
@@ -63,7 +64,10 @@ REMOTE_SCRIPT = textwrap.dedent(
     generator = pipeline("text-generation", model=folder, trust_remote_code=True)
     text = generator(sys.argv[3], max_new_tokens=6, min_new_tokens=6, do_sample=False)[0]["generated_text"]
     torch.save({"logits": logits, "ids": ids}, out + ".pt")
-    json.dump({"model_class": type(model).__module__, "tokenizer_class": type(tokenizer).__name__, "text": text},
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    torch.testing.assert_close(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    json.dump({"model_class": type(model).__module__, "tokenizer_class": type(tokenizer).__name__, "text": text,
+               "base_class": type(base).__name__},
               open(out + ".json", "w"))
     """
 )
@@ -78,6 +82,7 @@ def test_remote_code_loads_in_a_fresh_process_without_the_package(saved, model, 
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["model_class"].startswith("transformers_modules")  # the copy saved with the weights
     assert result["tokenizer_class"] == "LSTMTokenizer"
+    assert result["base_class"] == "LSTMModel"
     tensors = torch.load(out.with_suffix(".pt"))
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     assert torch.equal(tensors["ids"], ids)
