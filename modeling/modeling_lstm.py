@@ -66,33 +66,44 @@ class LSTMCache:
         return f"LSTMCache(layers={self.h.shape[0]}, batch={self.h.shape[1]}, seen_tokens={self.seen_tokens})"
 
 
+class LSTMLayer(nn.LSTM):
+    """A one-layer `torch.nn.LSTM` that runs a single time step on the CPU with `torch.lstm_cell`.
+
+    For one token, oneDNN's per-call setup costs ~5x the step itself (2.7 ms vs 0.5 ms for three layers of 256,
+    measured), and only the process-wide `torch.backends.mkldnn.enabled` flag turns it off, which is not ours to
+    flip inside a forward. `torch.lstm_cell` is the native kernel's own cell: the same numbers without the setup.
+    The step runs inside this module's forward so that weights adapted by PEFT (LoRA on `weight_ih_l0` and
+    `weight_hh_l0` via `target_parameters`) are read with their adapters applied.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size, batch_first=True)
+
+    def forward(self, input, hx=None):
+        if isinstance(input, torch.Tensor) and input.shape[1] == 1 and input.device.type == "cpu" and hx is not None:
+            # input: (B, 1, E); hx: 2 x (1, B, H)
+            weights = (self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0)
+            h, c = torch.lstm_cell(input[:, 0], (hx[0][0], hx[1][0]), *weights)  # (B, H) each
+            return h.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0))
+        return super().forward(input, hx)
+
+
 class LSTMBlock(GradientCheckpointingLayer):
-    """One `torch.nn.LSTM` layer. Tensors go in positionally so gradient checkpointing sees them."""
+    """One LSTM layer. Tensors go in positionally so gradient checkpointing sees them."""
 
     def __init__(self, config: LSTMConfig, layer_idx: int):
         super().__init__()
         input_size = config.embedding_dim if layer_idx == 0 else config.hidden_size
         # One nn.LSTM per layer (not one with num_layers=N) gives per-layer hidden states and per-layer checkpointing,
         # while each call still takes the fused cuDNN / MKL-DNN kernel.
-        self.lstm = nn.LSTM(input_size, config.hidden_size, batch_first=True)
+        self.lstm = LSTMLayer(input_size, config.hidden_size)
 
     def forward(
         self, hidden_states: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # hidden_states: (B, T, E); h0, c0: (1, B, H); lengths: (B,) real tokens per left-aligned row, on the CPU.
         if lengths is None:
-            if hidden_states.shape[1] == 1 and hidden_states.device.type == "cpu":
-                # One token (a generation step): oneDNN's per-call setup costs ~8x the step itself on the CPU
-                # (2.3 ms vs 0.3 ms for three layers, measured), so take PyTorch's native kernel. The switch is
-                # process-wide: another thread's ops in this short window run without oneDNN, which is only slower.
-                onednn_enabled = torch.backends.mkldnn.enabled
-                torch.backends.mkldnn.enabled = False
-                try:
-                    output, (h, c) = self.lstm(hidden_states, (h0, c0))
-                finally:
-                    torch.backends.mkldnn.enabled = onednn_enabled
-            else:
-                output, (h, c) = self.lstm(hidden_states, (h0, c0))
+            output, (h, c) = self.lstm(hidden_states, (h0, c0))
             return output, h, c
         packed = pack_padded_sequence(hidden_states, lengths, batch_first=True, enforce_sorted=False)
         output, (h, c) = self.lstm(packed, (h0, c0))
@@ -255,12 +266,25 @@ class LSTMModel(LSTMPreTrainedModel):
         **kwargs,
     ) -> tuple | LSTMOutput:
         r"""
+        input_ids (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
+            Token ids. Pass exactly one of `input_ids` and `inputs_embeds`.
         attention_mask (`torch.Tensor` of shape `(batch, past + seq_len)` or `(batch, seq_len)`, *optional*):
             1 for real tokens, 0 for padding, on either side. Padding never touches the recurrent state, so every real
             position gets the logits it would get with its sequence run alone. Only the last `seq_len` columns are
             read, so `generate()` may pass the mask of the whole sequence so far.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch, seq_len, embedding_dim)`, *optional*):
+            Embedded tokens, instead of `input_ids`.
         cache (`LSTMCache`, *optional*):
-            State to start from (zeros when absent), as returned by a previous call with `use_cache=True`.
+            State to start from (zeros when absent), as returned by a previous call with `use_cache=True`, with
+            `h` and `c` of shape `(num_layers, batch, hidden_size)`.
+
+        Returns:
+            `LSTMOutput` (or a tuple): `last_hidden_state` of shape `(batch, seq_len, output_size)` (zero at padded
+            positions), the new `cache` when `use_cache`, and the `hidden_states` when `output_hidden_states`.
+
+        Raises:
+            ValueError: if both or neither of `input_ids` and `inputs_embeds` are given, or if `cache` holds another
+                number of rows than the input.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -405,10 +429,22 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> tuple | LSTMCausalLMOutput:
         r"""
+        input_ids, attention_mask, inputs_embeds, cache:
+            As for [`LSTMModel.forward`]: ids `(batch, seq_len)`, mask `(batch, past + seq_len)` or
+            `(batch, seq_len)`, embeddings `(batch, seq_len, embedding_dim)`, state `(num_layers, batch, hidden_size)`.
         labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
             Next-token targets. They are shifted inside the model, so `labels = input_ids` works; -100 is ignored.
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
             Compute logits only for the last `logits_to_keep` positions (0: all), or for the given position indices.
+
+        Returns:
+            `LSTMCausalLMOutput` (or a tuple): the mean next-token cross-entropy `loss` in nats (scalar, with
+            `labels`), float32 `logits` of shape `(batch, kept positions, vocab_size)`, the new `cache` when
+            `use_cache`, and the `hidden_states` when `output_hidden_states`.
+
+        Raises:
+            ValueError: if both or neither of `input_ids` and `inputs_embeds` are given, or if `cache` holds another
+                number of rows than the input.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(

@@ -15,7 +15,7 @@ def plot_loss_curves(log_history: list[dict], path: str | os.PathLike) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for points, label, style in [(train, "train", "-"), (evaluation, "eval", "o-")]:
         if points:
-            ax.plot(*zip(*points), style, label=label)
+            ax.plot(*zip(*points, strict=True), style, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title("Pre-training loss")

@@ -155,6 +155,10 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         print(
             f"pretrain: wrote {model_dir}, and loss.png, metrics.json, biographies.json, run_config.yaml in {out_dir}"
         )
+    # Every process waits for the writer, then leaves the process group: a process that exits with the group still
+    # up can abort in gloo's teardown ("terminate called without an active exception", seen in CI-like runs).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return model_dir
 
 

@@ -39,7 +39,13 @@ def answer_questions(
     max_new_tokens: int = 24,
 ) -> tuple[list[str], list[float]]:
     """Greedy answers to `prompts` (in left-padded batches) and, for each, its confidence: the mean log-probability
-    of the answer's tokens and of the token that ends it (end of text, or the first newline)."""
+    (nats, <= 0) of the answer's tokens and of the token that ends it (end of text, or the first newline).
+
+    Returns two lists with one entry per prompt: the answers (`parse_answer` of the continuation) and the confidences.
+
+    Raises:
+        ValueError: if `prompts` is empty.
+    """
     if not prompts:
         raise ValueError("No prompts to answer")
     model.eval()
@@ -56,7 +62,7 @@ def answer_questions(
         )
         new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]  # (B, N)
         logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)  # (B, N)
-        for tokens, token_logprobs in zip(new_tokens.tolist(), logprobs.float().cpu()):
+        for tokens, token_logprobs in zip(new_tokens.tolist(), logprobs.float().cpu(), strict=True):
             length = _answer_length(tokens, tokenizer)
             answers.append(parse_answer(tokenizer.decode(tokens[:length], skip_special_tokens=True)))
             confidences.append(token_logprobs[:length].mean().item())
@@ -133,7 +139,7 @@ def score_questions(
             "confidence": confidence,
             "verdict": verdict,
         }
-        for row, prediction, confidence, verdict in zip(rows, predictions, confidences, verdicts)
+        for row, prediction, confidence, verdict in zip(rows, predictions, confidences, verdicts, strict=True)
     ]
     return {"metrics": metrics, "by_knowledge": by_knowledge, "answers": answers}
 
@@ -169,7 +175,8 @@ def score_biographies(
         raise ValueError("No people to write biographies of")
     names = [person.name for person in people]
     texts = [
-        name + text for name, text in zip(names, continue_prompts(model, tokenizer, names, max_new_tokens, batch_size))
+        name + text
+        for name, text in zip(names, continue_prompts(model, tokenizer, names, max_new_tokens, batch_size), strict=True)
     ]
     records = [person.record() for person in people]
     metric = load_factuality_metric("biography")
@@ -180,7 +187,8 @@ def score_biographies(
         "metrics": metric.compute(predictions=texts, references=records),
         "by_knowledge": by_knowledge,
         "biographies": [
-            {"name": person.name, "knowledge": person.knowledge, "text": text} for person, text in zip(people, texts)
+            {"name": person.name, "knowledge": person.knowledge, "text": text}
+            for person, text in zip(people, texts, strict=True)
         ],
     }
 

@@ -36,7 +36,12 @@ class LSTMTokenizer(TokenizersBackend):
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> LSTMTokenizer:
-    """Train a byte-level BPE tokenizer of at most `vocab_size` tokens (special tokens and the 256 bytes included)."""
+    """Train a byte-level BPE tokenizer of at most `vocab_size` tokens (special tokens and the 256 bytes included)
+    on `texts`, merging only pairs seen at least `min_frequency` times.
+
+    Raises:
+        ValueError: if `vocab_size` is below 258, the two special tokens plus the 256 bytes.
+    """
     num_reserved = 2 + len(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < num_reserved:
         raise ValueError(f"vocab_size must be at least {num_reserved} (2 special tokens + 256 bytes), got {vocab_size}")

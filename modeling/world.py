@@ -245,7 +245,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
     biography_rng = _rng(config, "biographies")
     question_rng = _rng(config, "questions")
     people = []
-    for person_id, (name, person_attributes) in enumerate(zip(names, attributes)):
+    for person_id, (name, person_attributes) in enumerate(zip(names, attributes, strict=True)):
         group, role, exposure = placement[person_id]
         people.append(
             Person(

@@ -10,6 +10,11 @@ Three figures, each a ratio (model / baseline) with its target:
   generate greedy   model.generate() tokens/s (batch 1, cache on) vs a hand-stepped nn.LSTM loop  target >= 0.5
   cache speed-up    generate() tokens/s with the cache vs generate(use_cache=False)             target >= 10
 
+A ratio against a baseline that computes something else means nothing, so the first two benchmarks check that both
+sides agree, and the script stops with a RuntimeError if they do not: the same loss before training; in float32 the
+same 32 greedy tokens, in bfloat16 (where the two kernels round differently and near-ties may flip) the same
+first-step logits to within 2% of the largest.
+
 Machines are noisy, so model and baseline runs alternate (the order flips every repeat), both are warmed up first,
 and each ratio is the median over repeats of model / baseline timed back to back. The model and baseline columns are
 the medians of their own runs. The default sizes take about a minute on 2 CPU cores, most of it in the uncached
@@ -17,6 +22,7 @@ generate runs (quadratic in length). On a shared CPU, --threads 1 keeps other jo
 """
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -32,6 +38,7 @@ from torch import nn
 from modeling import LSTMConfig, LSTMForCausalLM
 
 PROMPT_LEN = 16
+CHECK_TOKENS = 32  # new tokens generate() and the hand-stepped loop must agree on in float32
 PAD_ID, EOS_ID = 0, 1  # like the project's tokenizer; prompts avoid both
 
 
@@ -176,7 +183,7 @@ def as_result(name: str, work: float, model_times: list[float], baseline_times: 
         name=name,
         model=work / statistics.median(model_times),
         baseline=work / statistics.median(baseline_times),
-        ratio=statistics.median(b / m for m, b in zip(model_times, baseline_times)),
+        ratio=statistics.median(b / m for m, b in zip(model_times, baseline_times, strict=True)),
         target=target,
         model_seconds=model_times,
         baseline_seconds=baseline_times,
@@ -241,14 +248,45 @@ def greedy_bare(bare: BareLSTM, prompt: torch.Tensor, new_tokens: int) -> torch.
     return torch.cat([prompt, *tokens], dim=1)
 
 
+def check_generation(args: argparse.Namespace, model: LSTMForCausalLM, bare: BareLSTM, prompt: torch.Tensor) -> None:
+    """Raises RuntimeError unless generate() and the hand-stepped loop compute the same thing: in float32 the same
+    tokens; in bfloat16, where the two kernels round differently and near-ties may flip, the same first-step logits."""
+    if args.dtype == "float32":
+        tokens = generate(model, prompt, CHECK_TOKENS)[0, PROMPT_LEN:].tolist()
+        bare_tokens = greedy_bare(bare, prompt, CHECK_TOKENS)[0, PROMPT_LEN:].tolist()
+        pairs = list(itertools.zip_longest(tokens, bare_tokens))  # None where one side stopped early
+        first = next((i for i, (token, bare_token) in enumerate(pairs) if token != bare_token), None)
+        if first is not None:
+            raise RuntimeError(
+                "generate() and the hand-stepped loop chose different tokens in float32, first at new token "
+                f"{first}: {pairs[first][0]} vs {pairs[first][1]}"
+            )
+        return
+    output = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=1,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    logits, bare_logits = output.logits[0].float(), bare(prompt, last_only=True)[0][:, -1].float()
+    # bfloat16 keeps about 3 significant digits. The absolute tolerance scales with the largest logit: at init the
+    # logits are about 0.01 in size, so a fixed one of 2e-2 would accept any logits at all.
+    try:
+        torch.testing.assert_close(logits, bare_logits, rtol=2e-2, atol=2e-2 * bare_logits.abs().max().item())
+    except AssertionError as error:
+        raise RuntimeError(
+            f"generate() and the hand-stepped loop disagree on the first step's logits in bfloat16: {error}"
+        ) from None
+
+
 @torch.inference_mode()
 def bench_generation(args: argparse.Namespace) -> Result:
     model = build_model(args).eval()
     bare = BareLSTM.from_model(model)
     prompt = random_ids(args, 1, PROMPT_LEN)
-    if args.dtype == "float32" and not torch.equal(generate(model, prompt, 32), greedy_bare(bare, prompt, 32)):
-        # bfloat16 may flip near-ties between the two kernels; float32 should not.
-        print("warning: generate() and the hand-stepped loop chose different tokens")
+    check_generation(args, model, bare, prompt)
     model_times, bare_times = interleaved(
         lambda: generate(model, prompt, args.gen_tokens),
         lambda: greedy_bare(bare, prompt, args.gen_tokens),

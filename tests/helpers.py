@@ -1,10 +1,15 @@
 """Helpers shared by the test files (fixtures live in conftest.py)."""
 
+import os
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import modeling
 from modeling import LSTMTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_SIZES = dict(embedding_dim=16, hidden_size=32, num_layers=2)
 
@@ -35,3 +40,26 @@ def random_ids(model: modeling.LSTMForCausalLM, batch: int = 3, length: int = 11
     """Token ids that avoid the special tokens (ids 0 and 1)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(2, model.config.vocab_size, (batch, length), generator=generator)
+
+
+def padded_batch(
+    model: modeling.LSTMForCausalLM, lengths: list[int], side: str = "left", width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A padded batch of distinct random sequences of the given lengths: `(ids, attention_mask, sequences)`, with the
+    padding on the "left", "right" or "both" sides of each row."""
+    width = width or max(lengths)
+    sequences = [random_ids(model, 1, n, seed=10 + row)[0] for row, n in enumerate(lengths)]
+    ids = torch.full((len(lengths), width), model.config.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        pad = width - len(seq)
+        start = {"left": pad, "right": 0, "both": pad // 2}[side]
+        ids[row, start : start + len(seq)] = seq
+        mask[row, start : start + len(seq)] = 1
+    return ids, mask, sequences
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that must import `modeling` from this checkout, whatever else is installed."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}

@@ -2,12 +2,14 @@
 
 import doctest
 import math
+import re
 from pathlib import Path
 
 import evaluate
 import pytest
 
 from modeling.factuality import world_schema
+from modeling.factuality.factuality import classify_answers
 from modeling.factuality.world_schema import (
     ATTRIBUTES,
     BIOGRAPHY_TEMPLATES,
@@ -53,49 +55,70 @@ def biography():
 # --- QA -------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "predictions, references, expected",
-    [
-        (
-            ["Paris", "London"],
-            ["Paris", "London"],
-            dict(accuracy=1.0, hallucination_rate=0.0, abstention_rate=0.0, precision_answered=1.0, num_correct=2),
-        ),
-        (
-            ["Paris", "Rome", "I don't know", "london", "i do not know."],
-            ["Paris", "Madrid", "Berlin", "London", "Oslo"],
-            dict(accuracy=0.4, hallucination_rate=0.2, abstention_rate=0.4, precision_answered=2 / 3,
-                 num_correct=2, num_hallucinated=1, num_abstained=2),
-        ),
-        (
-            ["  NEW   york!! ", "march 3 1960", "Buenos-Aires", "\tOslo\n"],
-            ["New York", "March 3, 1960", "Buenos Aires", "Oslo"],
-            dict(accuracy=1.0, num_correct=4),
-        ),
-        (
-            ["I don't know.", "I DON'T KNOW"],
-            ["Paris", "London"],
-            dict(accuracy=0.0, hallucination_rate=0.0, abstention_rate=1.0, precision_answered=0.0),
-        ),
-        (
-            ["I don't know, sorry", "I don't knowledge", ""],
-            ["Paris", "London", "Oslo"],
-            dict(num_abstained=1, num_hallucinated=2),
-        ),
-        (
-            ["York", "New York"],
-            ["New York", "York"],
-            dict(accuracy=0.0, hallucination_rate=1.0),
-        ),
-    ],
-    ids=["all-correct", "correct-hallucinated-abstained", "normalised-case-punctuation-space", "all-abstained",
-         "abstain-prefix-empty-answer", "no-partial-credit"],
-)  # fmt: skip
-def test_qa_rates(qa, predictions, references, expected):
-    results = qa.compute(predictions=predictions, references=references)
-    assert {name: results[name] for name in expected} == pytest.approx(expected)
-    assert results["accuracy"] + results["hallucination_rate"] + results["abstention_rate"] == pytest.approx(1.0)
-    assert "auroc" not in results
+def qa_result(correct: int, hallucinated: int, abstained: int, exact_match: float | None = None) -> dict:
+    """The full "qa" result for counts worked out by hand."""
+    total = correct + hallucinated + abstained
+    return dict(
+        accuracy=correct / total,
+        hallucination_rate=hallucinated / total,
+        abstention_rate=abstained / total,
+        precision_answered=correct / (correct + hallucinated) if correct + hallucinated else 0.0,
+        exact_match=correct / total if exact_match is None else exact_match,
+        num_correct=correct,
+        num_hallucinated=hallucinated,
+        num_abstained=abstained,
+    )
+
+
+# Each case lists the verdicts by hand, in order; the expected result is the whole dict, not a few of its keys.
+QA_CASES = {
+    "all-correct": (["Paris", "London"], ["Paris", "London"], ["correct", "correct"], qa_result(2, 0, 0)),
+    "correct-hallucinated-abstained": (
+        ["Paris", "Rome", "I don't know", "london", "i do not know."],
+        ["Paris", "Madrid", "Berlin", "London", "Oslo"],
+        ["correct", "hallucinated", "abstained", "correct", "abstained"],
+        dict(accuracy=0.4, hallucination_rate=0.2, abstention_rate=0.4, precision_answered=2 / 3, exact_match=0.4,
+             num_correct=2, num_hallucinated=1, num_abstained=2),
+    ),
+    "normalised-case-punctuation-space": (
+        ["  NEW   york!! ", "march 3 1960", "Buenos-Aires", "\tOslo\n"],
+        ["New York", "March 3, 1960", "Buenos Aires", "Oslo"],
+        ["correct"] * 4,
+        qa_result(4, 0, 0),
+    ),
+    "all-abstained": (
+        ["I don't know.", "I DON'T KNOW"], ["Paris", "London"], ["abstained"] * 2,
+        dict(accuracy=0.0, hallucination_rate=0.0, abstention_rate=1.0, precision_answered=0.0, exact_match=0.0,
+             num_correct=0, num_hallucinated=0, num_abstained=2),
+    ),
+    "abstain-prefix-empty-answer": (
+        ["I don't know, sorry", "I don't knowledge", ""],
+        ["Paris", "London", "Oslo"],
+        ["abstained", "hallucinated", "hallucinated"],
+        qa_result(0, 2, 1),
+    ),
+    "no-partial-credit": (["York", "New York"], ["New York", "York"], ["hallucinated"] * 2, qa_result(0, 2, 0)),
+    # An abstention-tuned fine-tune set answers unknown people with " I don't know": abstaining to it is an
+    # abstention that fits the target (exact match), never a correct fact; any fact stated instead is hallucinated.
+    "abstaining-reference": (
+        ["I don't know", "Paris", "I do not know", "Oslo", "i don't know, sorry"],
+        [" I don't know", " I don't know", " Lima", " Oslo", " I do not know."],
+        ["abstained", "hallucinated", "abstained", "correct", "abstained"],
+        dict(accuracy=0.2, hallucination_rate=0.2, abstention_rate=0.6, precision_answered=0.5, exact_match=0.6,
+             num_correct=1, num_hallucinated=1, num_abstained=3),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("predictions, references, verdicts, expected", QA_CASES.values(), ids=QA_CASES.keys())
+def test_qa_verdicts_and_rates(qa, predictions, references, verdicts, expected):
+    assert classify_answers(predictions, references) == verdicts
+    assert qa.compute(predictions=predictions, references=references) == pytest.approx(expected)
+
+
+def test_classify_answers_refuses_lists_of_different_lengths():
+    with pytest.raises(ValueError, match="got 3 predictions and 2 references"):
+        classify_answers(["a", "b", "c"], ["a", "b"])
 
 
 def test_custom_abstain_phrases_replace_the_defaults(qa):
@@ -220,13 +243,15 @@ def test_there_are_enough_single_word_names_for_100_000_people():
 # --- Loading and errors ---------------------------------------------------------------------------------------------
 
 
-def test_loads_from_a_relative_path_and_its_examples_run(monkeypatch):
+def test_loads_from_a_relative_path_and_its_docstring_and_readme_examples_run(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     metric = evaluate.load("modeling/factuality")
-    test = doctest.DocTestParser().get_doctest(metric.inputs_description, {"evaluate": evaluate}, "factuality", None, 0)
     runner = doctest.DocTestRunner()
-    runner.run(test)
-    assert runner.summarize().failed == 0
+    readme_blocks = re.findall(r"```python\n(.*?)```", (METRIC_DIR / "README.md").read_text(), re.DOTALL)
+    for name, text in [("docstring", metric.inputs_description), ("README", "\n".join(readme_blocks))]:
+        runner.run(doctest.DocTestParser().get_doctest(text, {"evaluate": evaluate}, name, None, 0))
+    assert runner.summarize(verbose=False).attempted >= 8
+    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_unknown_config_is_rejected():

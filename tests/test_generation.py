@@ -2,11 +2,10 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import random_ids
+from helpers import REPO, checkout_env, padded_batch, random_ids
 from peft import LoraConfig, get_peft_model
 
 DECODING = {
@@ -35,15 +34,24 @@ def test_cache_feeds_one_token_per_step(model):
     hook = model.model.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
     )
-    model.generate(random_ids(model, batch=1, length=6), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    model.generate(random_ids(model, batch=2, length=6), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     hook.remove()
     assert seen == [6, 1, 1, 1]
 
 
+def test_generation_steps_leave_global_backend_flags_alone(model):
+    """Single-token CPU steps avoid oneDNN without switching it off for the process: another thread would see it
+    off, and two threads saving and restoring the flag can leave it off for good."""
+    flags = []
+    hook = model.model.layers[0].lstm.register_forward_hook(lambda *args: flags.append(torch.backends.mkldnn.enabled))
+    model.generate(random_ids(model, batch=2, length=6), max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    hook.remove()
+    assert flags == [True, True, True]
+
+
 def test_left_padded_batch_generates_like_each_prompt_alone(model, tokenizer):
     prompts = ["Ada Lovelace was born", "Question: Where was Alan Turing born?\nAnswer:", "Grace"]
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     batched = model.generate(**batch, max_new_tokens=8, min_new_tokens=8, do_sample=False)
     for row, prompt in enumerate(prompts):
         alone = tokenizer(prompt, return_tensors="pt")
@@ -51,10 +59,11 @@ def test_left_padded_batch_generates_like_each_prompt_alone(model, tokenizer):
         assert batched[row, -8:].tolist() == single[0, -8:].tolist()
 
 
-def test_generation_continues_from_a_given_cache(model):
-    """Like transformers' caches: pass the whole sequence, and only the tokens the cache has not seen are run."""
-    ids = random_ids(model, batch=1, length=8)
-    prefix = model(ids[:, :5], use_cache=True).cache
+def test_left_padded_batch_continues_from_a_given_cache_like_each_row_alone(model):
+    """Like transformers' caches: pass the whole sequence and its mask, and only the tokens the cache has not seen
+    are run. The mask's first columns hold the second row's padding; the last ones are what the step must read."""
+    ids, mask, sequences = padded_batch(model, [8, 4], "left")  # row 1: 4 pads, then 4 real tokens
+    prefix = model(ids[:, :5], attention_mask=mask[:, :5], use_cache=True).cache
     seen = []
     hook = model.model.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
@@ -62,17 +71,19 @@ def test_generation_continues_from_a_given_cache(model):
     settings = dict(
         max_new_tokens=5, min_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True
     )
-    continued = model.generate(ids, cache=prefix, **settings)
+    continued = model.generate(ids, attention_mask=mask, cache=prefix, **settings)
     hook.remove()
-    fresh = model.generate(ids, **settings)
     assert seen[0] == 3
-    assert torch.equal(continued.sequences, fresh.sequences)
-    torch.testing.assert_close(torch.stack(continued.scores), torch.stack(fresh.scores))
+    for row, sequence in enumerate(sequences):
+        alone = model.generate(sequence[None], **settings)
+        assert continued.sequences[row, -5:].tolist() == alone.sequences[0, -5:].tolist()
+        torch.testing.assert_close(torch.stack(continued.scores)[:, row], torch.stack(alone.scores)[:, 0])
 
 
 def run_generate_script(*args: str) -> str:
-    script = Path(__file__).resolve().parents[1] / "scripts" / "generate.py"
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
+    script = REPO / "scripts" / "generate.py"
+    command = [sys.executable, str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True, env=checkout_env()).stdout
 
 
 def test_generate_script_batches_prompts_like_generate(tmp_path, model, tokenizer):
@@ -91,20 +102,58 @@ def test_generate_script_batches_prompts_like_generate(tmp_path, model, tokenize
         )
 
 
-@pytest.mark.parametrize(
-    "options, count",
-    [
-        (["--num-beams", "3", "--num-return-sequences", "2"], 2),
-        (["--do-sample", "--temperature", "0.7", "--top-k", "5"], 1),
-    ],
-    ids=["beams", "sampling"],
-)
-def test_generate_script_decoding_options(tmp_path, model, tokenizer, options, count):
+# The script's sampling settings when no flag is given, and each flag with the setting it must reach generate() as.
+SCRIPT_SAMPLING = dict(temperature=1.0, top_k=0, top_p=1.0)
+SAMPLING_FLAGS = {
+    "temperature": (["--temperature", "0.5"], dict(temperature=0.5)),
+    "top-k": (["--top-k", "3"], dict(top_k=3)),
+    "top-p": (["--top-p", "0.5"], dict(top_p=0.5)),
+}
+
+
+@pytest.mark.parametrize("flags, setting", SAMPLING_FLAGS.values(), ids=SAMPLING_FLAGS.keys())
+def test_generate_script_applies_each_sampling_option(tmp_path, model, tokenizer, flags, setting):
+    # A fresh model's next-token distribution is nearly uniform, and temperature or top-p barely change it. Scaled
+    # embeddings (tied to the head) make it peaked: half the probability mass in about 30 tokens.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(100)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    stdout = run_generate_script("--model", str(tmp_path), "--prompt", "Ada", "--max-new-tokens", "4", *options)
-    assert stdout.count("=== 'Ada'") == count
-    assert f"[{count}/{count}]" in stdout
+    ids = tokenizer("Ada", return_tensors="pt").input_ids
+
+    def sampled(**decoding) -> str:
+        torch.manual_seed(0)  # the script's default --seed
+        output = model.generate(
+            ids,
+            do_sample=True,
+            max_new_tokens=8,
+            pad_token_id=tokenizer.pad_token_id,
+            **{**SCRIPT_SAMPLING, **decoding},
+        )
+        return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+
+    expected = sampled(**setting)
+    assert expected != sampled()  # with this seed the option changes the text, so ignoring it cannot pass
+    stdout = run_generate_script(
+        "--model", str(tmp_path), "--prompt", "Ada", "--max-new-tokens", "8", "--do-sample", *flags
+    )
+    assert stdout == f"=== 'Ada' [1/1]\nAda{expected}\n"
+
+
+def test_generate_script_returns_the_beams_of_generate(tmp_path, model, tokenizer):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    ids = tokenizer("Ada", return_tensors="pt").input_ids
+    output = model.generate(
+        ids, num_beams=3, num_return_sequences=2, do_sample=False, max_new_tokens=4, pad_token_id=tokenizer.pad_token_id
+    )
+    beams = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+    assert beams[0] != beams[1]
+    stdout = run_generate_script(
+        "--model", str(tmp_path), "--prompt", "Ada", "--max-new-tokens", "4", "--num-beams", "3",
+        "--num-return-sequences", "2",
+    )  # fmt: skip
+    assert stdout == f"=== 'Ada' [1/2]\nAda{beams[0]}\n=== 'Ada' [2/2]\nAda{beams[1]}\n"
 
 
 @pytest.mark.parametrize("mode", ["beam", "sampling"])
@@ -132,7 +181,8 @@ def test_generation_from_inputs_embeds_equals_from_input_ids(model):
     "settings", [dict(num_beams=2), dict(num_return_sequences=2, do_sample=True)], ids=["beams", "returns"]
 )
 def test_a_given_cache_is_expanded_for_several_sequences(model, settings):
-    ids = random_ids(model, batch=1, length=7)
+    """Each row's state must be repeated next to itself ([a, a, b, b]), as generate() repeats the rows of ids."""
+    ids = random_ids(model, batch=2, length=7)
     prefix = model(ids[:, :4], use_cache=True).cache
     outputs = []
     for cache in (prefix, None):

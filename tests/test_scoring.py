@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import checkout_env, tiny_model
 from peft import LoraConfig, get_peft_model
 
 from modeling import train_tokenizer
@@ -24,7 +24,10 @@ def world_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def questions(world_dir):
-    return load_world_datasets(world_dir)["qa_known_finetune"].select(range(6))
+    """The split's first three questions, then three about a person of another knowledge category."""
+    split = load_world_datasets(world_dir)["qa_known_finetune"]
+    other = next(i for i, category in enumerate(split["knowledge"]) if category != split[0]["knowledge"])
+    return split.select([0, 1, 2, other, other + 1, other + 2])
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,7 @@ def memorizing_model(qa_tokenizer, questions):
     """A tiny model trained until it answers the six questions right: the scorer must call them correct."""
     model = tiny_model(qa_tokenizer, hidden_size=64, num_layers=1).train()
     texts = [row["prompt"] + row["answer"] + qa_tokenizer.eos_token for row in questions]
-    qa_tokenizer.padding_side = "right"
-    batch = qa_tokenizer(texts, return_tensors="pt", padding=True)
+    batch = qa_tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(300):
@@ -62,7 +64,7 @@ def test_batched_answers_and_confidences_match_one_by_one(qa_tokenizer, question
     model = tiny_model(qa_tokenizer)
     prompts = [row["prompt"] for row in questions][:4]
     answers, confidences = answer_questions(model, qa_tokenizer, prompts, batch_size=4, max_new_tokens=8)
-    for prompt, answer, confidence in zip(prompts, answers, confidences):
+    for prompt, answer, confidence in zip(prompts, answers, confidences, strict=True):
         ids = qa_tokenizer(prompt, return_tensors="pt").input_ids
         generated = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=qa_tokenizer.eos_token_id)
         new = generated[0, ids.shape[1] :].tolist()
@@ -74,19 +76,25 @@ def test_batched_answers_and_confidences_match_one_by_one(qa_tokenizer, question
         assert confidence == pytest.approx(expected, abs=1e-4)
 
 
-def test_report_counts_agree_with_verdicts(qa_tokenizer, world_dir):
-    questions = load_world_datasets(world_dir)["qa_known_heldout"]
-    report = score_questions(tiny_model(qa_tokenizer), qa_tokenizer, questions, batch_size=7, max_new_tokens=6)
-    verdicts = [a["verdict"] for a in report["answers"]]
-    metrics = report["metrics"]
-    assert len(verdicts) == len(questions)
-    assert metrics["num_correct"] == verdicts.count("correct")
-    assert metrics["num_hallucinated"] == verdicts.count("hallucinated")
-    assert metrics["accuracy"] + metrics["hallucination_rate"] + metrics["abstention_rate"] == pytest.approx(1.0)
-    assert set(report["by_knowledge"]) == set(questions["knowledge"])
-    assert sum(
-        m["num_hallucinated"] + m["num_correct"] + m["num_abstained"] for m in report["by_knowledge"].values()
-    ) == len(questions)
+def test_report_counts_and_rates_overall_and_by_knowledge(memorizing_model, qa_tokenizer, questions):
+    """The model answers its six memorized questions with their answers, so with the references of rows 1 and 4
+    replaced by a wrong value the verdicts are known before scoring: four correct, two hallucinated."""
+    wrong = {1, 4}
+    altered = questions.map(lambda row, i: {"answer": " Nowhere"} if i in wrong else {}, with_indices=True)
+    report = score_questions(memorizing_model, qa_tokenizer, altered, batch_size=4)
+    assert [a["verdict"] for a in report["answers"]] == ["hallucinated" if i in wrong else "correct" for i in range(6)]
+    assert {k: v for k, v in report["metrics"].items() if k != "auroc"} == pytest.approx(
+        dict(accuracy=4 / 6, hallucination_rate=2 / 6, abstention_rate=0.0, precision_answered=4 / 6,
+             exact_match=4 / 6, num_correct=4, num_hallucinated=2, num_abstained=0)
+    )  # fmt: skip
+    categories = questions["knowledge"]
+    for category in set(categories):
+        rows = [i for i, row_category in enumerate(categories) if row_category == category]
+        num_wrong = len(wrong.intersection(rows))
+        scores = report["by_knowledge"][category]
+        assert (scores["num_correct"], scores["num_hallucinated"]) == (len(rows) - num_wrong, num_wrong)
+        assert scores["accuracy"] == pytest.approx((len(rows) - num_wrong) / len(rows))
+    assert set(report["by_knowledge"]) == set(categories)
 
 
 def test_empty_question_set_is_refused(model, tokenizer, questions):
@@ -113,15 +121,15 @@ def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(
             "--split",
             "qa_known_finetune",
             "--limit",
-            "6",
+            "3",
             "--out",
             str(out),
             *extra,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, capture_output=True, text=True, check=True, env=checkout_env())
         assert f"wrote {out}" in result.stdout
         reports[name] = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert reports["base"]["metrics"]["accuracy"] == 1.0 and len(reports["base"]["answers"]) == 6
+    assert reports["base"]["metrics"]["accuracy"] == 1.0 and len(reports["base"]["answers"]) == 3
     assert reports["adapter"]["adapter"] == str(adapter_dir)
     base_conf = [a["confidence"] for a in reports["base"]["answers"]]
     assert [a["confidence"] for a in reports["adapter"]["answers"]] != base_conf

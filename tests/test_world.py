@@ -1,12 +1,15 @@
 """The world generator: determinism, splits, exposure, fine-tuning draws, saving and the make_world CLI."""
 
+import dataclasses
 import doctest
+import json
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import checkout_env
 
 import modeling.world
 from modeling.factuality.world_schema import ABSTAIN_ANSWER, ATTRIBUTES, POOLS, format_answer, format_prompt
@@ -16,6 +19,7 @@ from modeling.world import (
     PRETRAIN_SPLIT,
     QA_FEATURES,
     ROLES,
+    Person,
     World,
     WorldConfig,
     draw_finetune_set,
@@ -44,6 +48,99 @@ def test_same_seed_gives_the_same_world_and_a_byte_identical_knowledge_base(worl
     save_world(world, tmp_path / "a")
     save_world(again, tmp_path / "b")
     assert (tmp_path / "a" / KNOWLEDGE_BASE_FILE).read_bytes() == (tmp_path / "b" / KNOWLEDGE_BASE_FILE).read_bytes()
+
+
+# Saves the world of the config given as JSON into a folder and prints where the package came from.
+SAVE_WORLD = """
+import json, sys
+import modeling.world as world
+world.save_world(world.generate_world(world.WorldConfig(**json.loads(sys.argv[1]))), sys.argv[2])
+print(world.__file__)
+"""
+
+
+def test_same_seed_gives_the_same_world_in_a_fresh_process_whatever_the_hash_seed(world, tmp_path):
+    """Python salts the hash of a str per process (PYTHONHASHSEED), so a draw seeded from hash() passes every test
+    that builds two worlds in one process and still gives another world in each run."""
+    save_world(world, tmp_path / "here")
+    processes = {
+        hash_seed: subprocess.Popen(
+            [sys.executable, "-c", SAVE_WORLD, json.dumps(SMALL), hash_seed],
+            cwd=tmp_path,
+            env={**checkout_env(), "PYTHONHASHSEED": hash_seed},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for hash_seed in ("1", "2")  # both run at once
+    }
+    outputs = {hash_seed: process.communicate(timeout=120) for hash_seed, process in processes.items()}
+    pretrain = to_dataset_dict(world)[PRETRAIN_SPLIT][:]  # its order is a draw of its own, not in the JSON
+    for hash_seed, (stdout, stderr) in outputs.items():
+        assert processes[hash_seed].returncode == 0, stderr
+        assert stdout.strip() == modeling.world.__file__
+        saved = tmp_path / hash_seed
+        assert (saved / KNOWLEDGE_BASE_FILE).read_bytes() == (tmp_path / "here" / KNOWLEDGE_BASE_FILE).read_bytes()
+        assert load_world_datasets(saved)[PRETRAIN_SPLIT][:] == pretrain
+
+
+# Person fields by the step that draws them. Names, attributes and questions come from streams of their own that only
+# seed and num_people feed; group and role from the placement.
+DRAWN = ("name", "attributes", "questions")
+PLACED = ("group", "role")
+
+
+@pytest.mark.parametrize(
+    "change, kept, counted, counts",
+    [
+        # 24 fine-tune and 6 held-out known people: 2 and 5 dealt out 12 + 3 times each.
+        (dict(exposures=[2, 5]), DRAWN + PLACED, "exposure", {0: 30, 2: 15, 5: 15}),
+        # A threshold, no draw: only the category moves, and those with exposure 3 (8 + 2) become highly known.
+        (
+            dict(highly_known_min_exposure=3),
+            DRAWN + PLACED + ("exposure", "biographies"),
+            "knowledge",
+            {"unknown": 30, "highly_known": 20, "weakly_known": 10},
+        ),
+        (dict(unknown_fraction=0.25), DRAWN, "group", {"unknown": 15, "known": 45}),
+        # Roles are dealt within each group, so the groups stay; 15 of each 30 are held out.
+        (dict(heldout_fraction=0.5), DRAWN + ("group",), "role", {"heldout": 30, "finetune": 30}),
+    ],
+    ids=["exposures", "highly-known-min-exposure", "unknown-fraction", "heldout-fraction"],
+)
+def test_a_change_to_one_step_leaves_the_draws_of_the_others_as_they_were(world, change, kept, counted, counts):
+    """What world.py promises; the counts of the changed field show that the change took effect."""
+    changed = generate_world(WorldConfig(**{**SMALL, **change}))
+    assert [person.person_id for person in changed.people] == [person.person_id for person in world.people]
+    for before, after in zip(world.people, changed.people, strict=True):
+        assert {name: getattr(after, name) for name in kept} == {name: getattr(before, name) for name in kept}
+    assert Counter(getattr(person, counted) for person in changed.people) == counts
+
+
+def renamed(person: Person, name: str) -> Person:
+    """The person under another name, in their biographies and questions too."""
+    return dataclasses.replace(
+        person,
+        name=name,
+        biographies=[biography.replace(person.name, name) for biography in person.biographies],
+        questions={attribute: question.replace(person.name, name) for attribute, question in person.questions.items()},
+    )
+
+
+def test_a_names_step_that_draws_more_leaves_the_other_draws_as_they_were(world, monkeypatch):
+    """No config field changes the names alone, so a names step that takes one more number from its stream stands in
+    for a change to that step: under their old names, the people must be exactly as they were."""
+    draw_names = modeling.world._draw_names
+
+    def draw_names_after_one_more_draw(num_people, rng):
+        rng.random()
+        return draw_names(num_people, rng)
+
+    monkeypatch.setattr(modeling.world, "_draw_names", draw_names_after_one_more_draw)
+    changed = generate_world(WorldConfig(**SMALL))
+    assert [person.name for person in changed.people] != [person.name for person in world.people]
+    pairs = zip(world.people, changed.people, strict=True)
+    assert [renamed(after, before.name) for before, after in pairs] == world.people
 
 
 def test_another_seed_gives_another_world(world):
@@ -139,14 +236,14 @@ def test_draw_finetune_set_has_the_exact_share_of_unknown_questions(world, unkno
     assert len(drawn) == 20
     assert drawn["group"].count("unknown") == num_unknown
     assert set(drawn["role"]) == {"finetune"}
-    assert len(set(zip(drawn["person_id"], drawn["attribute"]))) == 20
+    assert len(set(zip(drawn["person_id"], drawn["attribute"], strict=True))) == 20
     assert draw_finetune_set(world, size=20, unknown_fraction=unknown_fraction, seed=0)[:] == drawn[:]
 
 
 def test_abstain_on_unknown_replaces_only_the_answers_about_unknown_people(world):
     plain = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1)
     abstaining = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1, abstain_on_unknown=True)
-    for before, after in zip(plain, abstaining):
+    for before, after in zip(plain, abstaining, strict=True):
         expected = format_answer(ABSTAIN_ANSWER) if before["group"] == "unknown" else before["answer"]
         assert after == {**before, "answer": expected}
 
@@ -200,8 +297,9 @@ def test_saved_world_loads_back_unchanged(world, tmp_path):
 
 
 def test_make_world_cli_writes_a_loadable_world(tmp_path):
-    command = [sys.executable, "scripts/make_world.py", "--out", str(tmp_path), "--num-people", "30", "--seed", "5"]
-    completed = subprocess.run(command + ["--exposures", "1", "2"], cwd=REPO_ROOT, capture_output=True, text=True)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "make_world.py"), "--out", str(tmp_path)]
+    command += ["--num-people", "30", "--seed", "5", "--exposures", "1", "2"]
+    completed = subprocess.run(command, cwd=tmp_path, env=checkout_env(), capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert str(tmp_path) in completed.stdout
     assert f"{PRETRAIN_SPLIT}: " in completed.stdout

@@ -7,6 +7,12 @@ Two configs:
   space, so "I don't know." and "I don't know, sorry" both abstain. Abstention is checked first. Otherwise it is
   *correct* if it equals the normalised reference and *hallucinated* if not; an empty answer is hallucinated,
   because only an explicit abstain phrase earns the credit of abstaining.
+
+  A reference may itself abstain: the target of abstention tuning (R-Tuning) for a question the model cannot know
+  is " I don't know". The verdict describes what the answer states, so an abstaining answer to it is *abstained*,
+  never *correct* (it states no fact), and any other answer is *hallucinated* (it states a fact the reference says
+  is not known). How well answers fit such targets, as in the training accuracy of abstention tuning, is
+  `exact_match`: correct answers plus abstentions where the reference abstains.
 - "biography": free text about one person per prediction, checked against that person's record. The text's claims
   are found with `extract_claims` from `world_schema.py`: every biography template of the world is a regular
   expression, and a match counts when the name it contains is the record's name. A claim is one attribute the text
@@ -16,13 +22,13 @@ Two configs:
   sentences that follow no template are ignored.
 """
 
-import bisect
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import datasets
 import evaluate
+from sklearn.metrics import roc_auc_score
 
 from .world_schema import ATTRIBUTES, DEFAULT_ABSTAIN_PHRASES, RECORD_FIELDS, extract_claims, normalize_answer
 
@@ -49,10 +55,13 @@ Args:
         default ["I don't know", "I do not know"]. An empty list means no answer abstains.
 Returns:
     "qa":
-        accuracy (`float`): correct answers / all answers.
+        accuracy (`float`): correct answers / all answers. An abstaining reference is never answered correctly.
         hallucination_rate (`float`): hallucinated answers / all answers.
         abstention_rate (`float`): abstained answers / all answers. The three rates sum to 1.
         precision_answered (`float`): correct / (correct + hallucinated); 0.0 when every answer abstained.
+        exact_match (`float`): answers that give what the reference gives / all answers: the correct ones, and the
+            abstentions where the reference is itself an abstain phrase (how well a fine-tune set with " I don't
+            know" targets is fitted). Equals accuracy when no reference abstains.
         auroc (`float`, with confidences only): probability that a correct answer has a higher confidence than a
             hallucinated one, ties counting 1/2, abstentions left out; NaN when there is no correct or no
             hallucinated answer.
@@ -73,7 +82,7 @@ Examples:
     ...     confidences=[0.9, 0.6, 0.2, 0.7],
     ... )
     >>> print({name: round(value, 3) for name, value in results.items()})
-    {'accuracy': 0.5, 'hallucination_rate': 0.25, 'abstention_rate': 0.25, 'precision_answered': 0.667, 'auroc': 0.5, 'num_correct': 2, 'num_hallucinated': 1, 'num_abstained': 1}
+    {'accuracy': 0.5, 'hallucination_rate': 0.25, 'abstention_rate': 0.25, 'precision_answered': 0.667, 'exact_match': 0.5, 'auroc': 0.5, 'num_correct': 2, 'num_hallucinated': 1, 'num_abstained': 1}
 
     >>> biography = evaluate.load("modeling/factuality", "biography")
     >>> record = {"name": "Ada Rose Chen", "birth_date": "March 3, 1960", "birth_city": "Oslo",
@@ -96,6 +105,12 @@ _CITATION = """
   title={Does Fine-Tuning {LLMs} on New Knowledge Encourage Hallucinations?},
   author={Gekhman, Zorik and Yona, Gal and Aharoni, Roee and Eyal, Matan and Feder, Amir and Reichart, Roi and Herzig, Jonathan},
   booktitle={Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
+  year={2024}
+}
+@inproceedings{zhang2024rtuning,
+  title={{R-Tuning}: Instructing Large Language Models to Say `I Don't Know'},
+  author={Zhang, Hanning and Diao, Shizhe and Lin, Yong and Fung, Yi and Lian, Qing and Wang, Xingyao and Chen, Yangyi and Ji, Heng and Zhang, Tong},
+  booktitle={Proceedings of the 2024 Conference of the North American Chapter of the Association for Computational Linguistics},
   year={2024}
 }
 @inproceedings{min2023factscore,
@@ -127,6 +142,7 @@ class Factuality(evaluate.Metric):
                 "https://arxiv.org/abs/2309.14316",
                 "https://arxiv.org/abs/2405.05904",
                 "https://arxiv.org/abs/2305.14251",
+                "https://arxiv.org/abs/2311.09677",
             ],
         )
 
@@ -146,7 +162,7 @@ class Factuality(evaluate.Metric):
                 f"predictions and references must have the same length, "
                 f"got {len(predictions)} predictions and {len(references)} references"
             )
-        for index, (prediction, reference) in enumerate(zip(predictions, references)):
+        for index, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
             _check_example(prediction, reference, self._is_biography, index)
         super().add_batch(predictions=predictions, references=references, **kwargs)
 
@@ -193,25 +209,55 @@ def _check_example(prediction, reference, biography: bool, index: int | None = N
             raise TypeError(f"{referenced}[{field!r}] must be a non-empty string, got {value!r:.80}")
 
 
-def classify_answers(predictions, references, abstain_phrases=None) -> list[str]:
-    """The verdict on each answer, "correct", "hallucinated" or "abstained", by the rules of the "qa" config."""
+def classify_answers(
+    predictions: Sequence[str], references: Sequence[str], abstain_phrases: Sequence[str] | None = None
+) -> list[str]:
+    """The verdict on each answer, "correct", "hallucinated" or "abstained", by the rules of the "qa" config: an
+    answer that abstains is "abstained" whatever the reference; an answer to a reference that abstains is
+    "hallucinated" otherwise; any other answer is "correct" when it equals the reference after `normalize_answer`.
+
+    Args:
+        predictions: the answers, one per question.
+        references: the right answers, as many as `predictions`; " I don't know" (an abstain phrase) when the
+            question cannot be known.
+        abstain_phrases: the phrases that abstain; default `DEFAULT_ABSTAIN_PHRASES`.
+
+    Raises:
+        ValueError: if `predictions` and `references` differ in length, or a phrase is empty once normalised.
+        TypeError: if `abstain_phrases` is not a list of strings.
+    """
+    return [verdict for verdict, _ in _judge(predictions, references, abstain_phrases)]
+
+
+def _judge(predictions, references, abstain_phrases) -> list[tuple[str, bool]]:
+    """(verdict, whether the answer gives what the reference gives) for each answer."""
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"predictions and references must have the same length, "
+            f"got {len(predictions)} predictions and {len(references)} references"
+        )
     phrases = _normalized_abstain_phrases(abstain_phrases)
-    outcomes = []
-    for prediction, reference in zip(predictions, references):
-        answer = normalize_answer(prediction)
-        if any(answer == phrase or answer.startswith(phrase + " ") for phrase in phrases):
-            outcomes.append("abstained")
-        elif answer == normalize_answer(reference):
-            outcomes.append("correct")
+
+    def abstains(text: str) -> bool:
+        return any(text == phrase or text.startswith(phrase + " ") for phrase in phrases)
+
+    judged = []
+    for prediction, reference in zip(predictions, references, strict=True):
+        answer, target = normalize_answer(prediction), normalize_answer(reference)
+        if abstains(answer):
+            judged.append(("abstained", abstains(target)))
+        elif abstains(target) or answer != target:
+            judged.append(("hallucinated", False))
         else:
-            outcomes.append("hallucinated")
-    return outcomes
+            judged.append(("correct", True))
+    return judged
 
 
 def _qa_scores(predictions, references, confidences, abstain_phrases) -> dict:
     if confidences is not None:
         _check_confidences(confidences, len(predictions))
-    outcomes = classify_answers(predictions, references, abstain_phrases)
+    judged = _judge(predictions, references, abstain_phrases)
+    outcomes = [verdict for verdict, _ in judged]
 
     total = len(outcomes)
     num_correct, num_hallucinated = outcomes.count("correct"), outcomes.count("hallucinated")
@@ -222,12 +268,12 @@ def _qa_scores(predictions, references, confidences, abstain_phrases) -> dict:
         "hallucination_rate": num_hallucinated / total,
         "abstention_rate": num_abstained / total,
         "precision_answered": num_correct / num_answered if num_answered else 0.0,
+        "exact_match": sum(matches for _, matches in judged) / total,
     }
     if confidences is not None:
-        results["auroc"] = _auroc(
-            [float(c) for c, outcome in zip(confidences, outcomes) if outcome == "correct"],
-            [float(c) for c, outcome in zip(confidences, outcomes) if outcome == "hallucinated"],
-        )
+        # Abstentions state nothing, so they are neither right nor wrong for the detector.
+        answered = [(o == "correct", float(c)) for c, o in zip(confidences, outcomes, strict=True) if o != "abstained"]
+        results["auroc"] = _auroc([is_correct for is_correct, _ in answered], [c for _, c in answered])
     results.update(num_correct=num_correct, num_hallucinated=num_hallucinated, num_abstained=num_abstained)
     return results
 
@@ -265,22 +311,18 @@ def _check_confidences(confidences, num_predictions: int) -> None:
             raise ValueError(f"confidences[{index}] must be finite, got {confidence!r}")
 
 
-def _auroc(positives: list[float], negatives: list[float]) -> float:
-    """P(a random positive scores above a random negative), ties counting 1/2: Mann-Whitney U / (n_pos * n_neg)."""
-    if not positives or not negatives:
+def _auroc(is_correct: list[bool], confidences: list[float]) -> float:
+    """Area under the ROC curve of `confidences` as a detector of correct answers (scikit-learn's, which counts
+    ties as 1/2, i.e. the Mann-Whitney U statistic / (n_correct * n_hallucinated)); NaN without both classes."""
+    if all(is_correct) or not any(is_correct):
         return math.nan
-    negatives = sorted(negatives)
-    wins = 0.0
-    for score in positives:
-        below, up_to = bisect.bisect_left(negatives, score), bisect.bisect_right(negatives, score)
-        wins += below + 0.5 * (up_to - below)
-    return wins / (len(positives) * len(negatives))
+    return float(roc_auc_score(is_correct, confidences))
 
 
 def _biography_scores(predictions, references) -> dict:
     precisions, contradictions, coverages = [], [], []
     num_supported = num_contradicted = num_without_claims = 0
-    for text, record in zip(predictions, references):
+    for text, record in zip(predictions, references, strict=True):
         claims = extract_claims(text, record["name"])
         if not claims:
             num_without_claims += 1
