@@ -20,6 +20,7 @@ def test_defaults_are_the_seed_sizes():
         ("num_layers", True),
         ("dropout", 1.0),
         ("dropout", -0.1),
+        ("dropout", "0.1"),
         ("initializer_range", 0.0),
         ("initializer_range", True),
         ("tie_word_embeddings", "yes"),

@@ -98,6 +98,11 @@ QA_CASES = {
         qa_result(0, 2, 1),
     ),
     "no-partial-credit": (["York", "New York"], ["New York", "York"], ["hallucinated"] * 2, qa_result(0, 2, 0)),
+    # "+" is ASCII punctuation but a math symbol to unicode; curly quotes are unicode punctuation only.
+    "symbols-and-unicode-punctuation": (
+        ["New+York", "\u201cOslo\u201d", "\u00bfLima?"], ["New York", "Oslo", "Lima"], ["correct"] * 3,
+        qa_result(3, 0, 0),
+    ),
     # An abstention-tuned fine-tune set answers unknown people with " I don't know": abstaining to it is an
     # abstention that fits the target (exact match), never a correct fact; any fact stated instead is hallucinated.
     "abstaining-reference": (
@@ -151,6 +156,7 @@ def test_auroc_is_nan_when_a_class_is_empty(qa, predictions, confidences):
 
 def test_parse_answer_keeps_the_first_line_of_a_continuation():
     assert parse_answer(" Paris\nQuestion: Where was X born?") == "Paris"
+    assert parse_answer(" Paris\nQuestion: Where was X born?\nAnswer: Oslo") == "Paris"
 
 
 # --- Biography ------------------------------------------------------------------------------------------------------
@@ -185,6 +191,12 @@ def test_parse_answer_keeps_the_first_line_of_a_continuation():
             dict(claim_precision=0.0, contradiction_rate=1.0, num_contradicted=1),
         ),
         (
+            [sentence("birth_city", "Rome"),
+             sentence("major", "Biology") + " " + sentence("university", "Yale University")],
+            dict(claim_precision=(0 + 1 / 2) / 2, contradiction_rate=(1 + 1 / 2) / 2, num_claims=3, num_supported=1,
+                 num_contradicted=2),
+        ),
+        (
             [sentence("major", "Physics"),
              " ".join(sentence(attribute, "Rome") for attribute in ("birth_city", "employer_city")) + " "
              + sentence("university", "Yale University")],
@@ -193,7 +205,7 @@ def test_parse_answer_keeps_the_first_line_of_a_continuation():
         ),
     ],
     ids=["all-supported", "one-contradicted", "absent-or-about-someone-else", "two-values-contradict",
-         "same-value-twice-is-one-claim", "right-city-wrong-attribute", "macro-average"],
+         "same-value-twice-is-one-claim", "right-city-wrong-attribute", "contradictions-add-up", "macro-average"],
 )  # fmt: skip
 def test_biography_claims(biography, texts, expected):
     results = biography.compute(predictions=texts, references=[RECORD] * len(texts))
@@ -267,6 +279,9 @@ def test_unknown_config_is_rejected():
         (dict(predictions="Paris", references=["Paris"]), TypeError, "predictions must be a list, got str"),
         (dict(predictions=["a", 5], references=["a", "b"]), TypeError, r"predictions\[1\] must be a string, got int"),
         (dict(predictions=["a"], references=[None]), TypeError, r"references\[0\] must be a string, got NoneType"),
+        (dict(predictions=["a"], references=[3]), TypeError, r"references\[0\] must be a string, got int: 3"),
+        (dict(predictions=["a", "b"], references=["a", "b"], confidences="0.5"), TypeError,
+         "confidences must be a list of numbers, got str"),
         (dict(predictions=["a", "b", "c"], references=["a", "b", "c"], confidences=[0.1, 0.2]), ValueError,
          "got 2 confidences for 3 predictions"),
         (dict(predictions=["a", "b"], references=["a", "b"], confidences=[0.1, "high"]), TypeError,
@@ -276,7 +291,8 @@ def test_unknown_config_is_rejected():
         (dict(predictions=["a"], references=["a"], abstain_phrases=["?!"]), ValueError,
          r"abstain_phrases\[0\] is empty once normalised"),
     ],
-    ids=["length-mismatch", "empty", "string-not-list", "non-string-prediction", "none-reference",
+    ids=["length-mismatch", "empty", "string-not-list", "non-string-prediction", "none-reference", "int-reference",
+         "confidences-as-text",
          "confidences-length", "non-numeric-confidence", "nan-confidence", "empty-abstain-phrase"],
 )  # fmt: skip
 def test_qa_errors_name_the_problem(qa, inputs, error, message):
@@ -289,7 +305,7 @@ def test_qa_errors_name_the_problem(qa, inputs, error, message):
     [
         ([{k: v for k, v in RECORD.items() if k != "major"}], {}, ValueError, r"missing \['major'\], unexpected \[\]"),
         ([{**RECORD, "group": "known"}], {}, ValueError, r"unexpected \['group'\]"),
-        (["Ada Rose Chen"], {}, TypeError, r"references\[0\] must be a dict"),
+        (["Ada Rose Chen"], {}, TypeError, r"references\[0\] must be a dict with the fields .*, got str"),
         ([{**RECORD, "major": 3}], {}, TypeError, r"references\[0\]\['major'\] must be a non-empty string"),
         ([RECORD], dict(confidences=[0.5]), ValueError, "'qa' config only"),
     ],
@@ -301,5 +317,7 @@ def test_biography_errors_name_the_problem(biography, references, kwargs, error,
 
 
 def test_add_checks_single_examples(qa):
-    with pytest.raises(TypeError, match="prediction must be a string"):
+    with pytest.raises(TypeError, match="prediction must be a string, got int"):
         qa.add(prediction=3, reference="3")
+    with pytest.raises(TypeError, match="reference must be a string, got int"):
+        qa.add(prediction="3", reference=3)

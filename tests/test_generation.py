@@ -181,14 +181,34 @@ def test_generation_from_inputs_embeds_equals_from_input_ids(model):
     "settings", [dict(num_beams=2), dict(num_return_sequences=2, do_sample=True)], ids=["beams", "returns"]
 )
 def test_a_given_cache_is_expanded_for_several_sequences(model, settings):
-    """Each row's state must be repeated next to itself ([a, a, b, b]), as generate() repeats the rows of ids."""
+    """Each row's state must be repeated next to itself ([a, a, b, b]), as generate() repeats the rows of ids, and be
+    used: the first step runs only the three tokens the cache has not seen."""
     ids = random_ids(model, batch=2, length=7)
     prefix = model(ids[:, :4], use_cache=True).cache
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     outputs = []
     for cache in (prefix, None):
         torch.manual_seed(0)
         outputs.append(model.generate(ids, cache=cache, max_new_tokens=5, min_new_tokens=5, **settings))
+    hook.remove()
+    assert seen[0] == (4, 3)  # 2 rows x 2 sequences each, the 3 unseen tokens
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_cached_steps_return_the_hidden_states_of_uncached_ones(model):
+    ids = random_ids(model, batch=2, length=5)
+    settings = dict(
+        max_new_tokens=4, min_new_tokens=4, do_sample=False, output_hidden_states=True, return_dict_in_generate=True
+    )
+    cached, uncached = (model.generate(ids, use_cache=use_cache, **settings) for use_cache in (True, False))
+    assert torch.equal(cached.sequences, uncached.sequences)
+    for step, (with_cache, without) in enumerate(zip(cached.hidden_states, uncached.hidden_states, strict=True)):
+        assert len(with_cache) == len(without) == model.config.num_layers + 1
+        for layer, (a, b) in enumerate(zip(with_cache, without, strict=True)):
+            assert (a[:, -1] - b[:, -1]).abs().max() <= 1e-5, (step, layer)
 
 
 def test_lora_on_the_lstm_weights_generates_the_same_with_and_without_cache(model):

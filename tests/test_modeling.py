@@ -90,6 +90,71 @@ def test_padding_never_touches_the_state(model, side):
         assert (out.cache.c[:, row] - alone.cache.c[:, 0]).abs().max() <= 1e-5
 
 
+def test_padded_hidden_states_equal_each_row_alone(model):
+    ids, mask, sequences = padded_batch(model, [9, 5], "left")
+    out = model.model(ids, attention_mask=mask, output_hidden_states=True)
+    for row, seq in enumerate(sequences):
+        alone = model.model(seq[None], output_hidden_states=True)
+        real = mask[row].bool()
+        for layer, (batched, single) in enumerate(zip(out.hidden_states, alone.hidden_states, strict=True)):
+            assert (batched[row, real] - single[0]).abs().max() <= 1e-5, layer
+
+
+def test_defaults_follow_the_config_and_the_mode(tokenizer):
+    model = tiny_model(tokenizer)
+    ids = random_ids(model)
+    out = model(ids)  # eval: a cache for generation, no hidden states unless asked
+    assert out.cache is not None and out.hidden_states is None and out.loss is None
+    assert model(ids, use_cache=False).cache is None
+    assert model.train()(ids).cache is None  # training builds no cache
+    as_tuple = model.eval()(ids, use_cache=False, return_dict=False)
+    assert len(as_tuple) == 1 and torch.equal(as_tuple[0], out.logits)  # no empty loss or cache slots
+    base = model.model(ids, return_dict=False, use_cache=True, output_hidden_states=True)
+    assert len(base) == 3 and torch.equal(base[0], model.model(ids).last_hidden_state)
+    model.config.return_dict = False
+    assert isinstance(model(ids), tuple) and isinstance(model.model(ids), tuple)
+
+
+@pytest.mark.parametrize("keep", [1, 3, torch.tensor([0, 4])], ids=["last", "last-3", "positions"])
+def test_logits_to_keep(model, keep):
+    ids = random_ids(model)
+    full = model(ids).logits
+    expected = full[:, -keep:] if isinstance(keep, int) else full[:, keep]
+    torch.testing.assert_close(model(ids, logits_to_keep=keep).logits, expected)
+
+
+def test_loss_over_a_given_number_of_items_sums_then_divides(model):
+    """The Trainer passes num_items_in_batch (label tokens over all accumulated micro-batches and processes), so that
+    a step's loss is the sum over its tokens divided by that count, not a mean of per-batch means."""
+    ids = random_ids(model)
+    logits = model(ids).logits
+    summed = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+    out = model(ids, labels=ids, num_items_in_batch=torch.tensor(7))
+    torch.testing.assert_close(out.loss, summed / 7)
+
+
+def test_a_cache_of_another_batch_size_is_refused(model):
+    cache = model(random_ids(model, batch=2), use_cache=True).cache
+    with pytest.raises(ValueError, match="cache holds 2 rows but the input has 3"):
+        model(random_ids(model, batch=3), cache=cache)
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 3, 5)), ((3, 4), (3, 4))], ids=["different", "two-dimensional"])
+def test_cache_needs_h_and_c_of_one_3d_shape(shapes):
+    with pytest.raises(ValueError, match="LSTMCache needs h and c of one shape"):
+        LSTMCache(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
+
+
+def test_single_token_cpu_steps_take_the_lstm_cell(model, monkeypatch):
+    """One token per layer goes through torch.lstm_cell (the fast path measured in scripts/bench.py); longer inputs
+    through nn.LSTM's fused kernel."""
+    calls = []
+    cell = torch.lstm_cell
+    monkeypatch.setattr(torch, "lstm_cell", lambda *args: calls.append(args[0].shape) or cell(*args))
+    model.generate(random_ids(model, batch=2, length=6), max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert calls == [(2, 16), (2, 32)] * 2  # 2 steps after the prompt x 2 layers (inputs of width E, then H)
+
+
 def test_all_padding_row_keeps_its_state(model):
     ids = random_ids(model, batch=2, length=6)
     prompt = model(ids, use_cache=True).cache
@@ -100,15 +165,18 @@ def test_all_padding_row_keeps_its_state(model):
     assert torch.all(out.logits[1] == 0)  # no real token, no prediction: the zero state of the head
 
 
-def test_left_padded_batch_continued_from_its_cache_equals_each_row_alone(model):
+@pytest.mark.parametrize("split", [2, 7], ids=["padding-in-both-parts", "padding-in-the-prefix"])
+def test_left_padded_batch_continued_from_its_cache_equals_each_row_alone(model, split):
     """The second call gets the mask of the whole sequence (as generate() passes it) and must read its last columns:
-    the first ones hold the second row's padding."""
+    the first ones hold the second row's padding. Split at 2, row 1's prefix is all padding and its rest starts with
+    two pads, so the padded path must start from the given cache too."""
     ids, mask, sequences = padded_batch(model, [10, 6], "left")  # row 1: 4 pads, then 6 real tokens
-    prefix = model(ids[:, :7], attention_mask=mask[:, :7], use_cache=True)
-    rest = model(ids[:, 7:], attention_mask=mask, cache=prefix.cache, use_cache=True)
+    prefix = model(ids[:, :split], attention_mask=mask[:, :split], use_cache=True)
+    rest = model(ids[:, split:], attention_mask=mask, cache=prefix.cache, use_cache=True)
     for row, seq in enumerate(sequences):
         alone = model(seq[None], use_cache=True)
-        assert (rest.logits[row] - alone.logits[0, -3:]).abs().max() <= 1e-5
+        real = mask[row, split:].bool()
+        assert (rest.logits[row, real] - alone.logits[0, -int(real.sum()) :]).abs().max() <= 1e-5
         assert (rest.cache.h[:, row] - alone.cache.h[:, 0]).abs().max() <= 1e-5
         assert (rest.cache.c[:, row] - alone.cache.c[:, 0]).abs().max() <= 1e-5
 
@@ -131,12 +199,22 @@ def test_weight_tying_and_projection(tokenizer, tie, hidden):
 
 def test_init_weights_follow_config(tokenizer):
     model = tiny_model(tokenizer, initializer_range=0.05)
-    assert abs(model.get_input_embeddings().weight.std().item() - 0.05) < 0.01
+    embeddings = model.get_input_embeddings().weight  # 320 x 16 draws from N(0, 0.05^2)
+    assert abs(embeddings.std().item() - 0.05) < 0.01 and abs(embeddings.mean().item()) < 0.01
     lstm = model.model.layers[0].lstm
     hidden = model.config.hidden_size
     assert torch.all(lstm.bias_ih_l0[hidden : 2 * hidden] == 1.0)  # forget gate starts open
-    assert torch.all(lstm.bias_hh_l0 == 0.0)
-    assert lstm.weight_hh_l0.abs().max() <= hidden**-0.5
+    assert torch.all(lstm.bias_ih_l0[:hidden] == 0.0) and torch.all(lstm.bias_hh_l0 == 0.0)
+    # U(-1/sqrt(H), 1/sqrt(H)) as torch's own LSTM init: 4096 draws reach close to the bound.
+    assert 0.95 * hidden**-0.5 <= lstm.weight_hh_l0.abs().max() <= hidden**-0.5
+
+
+def test_parameter_count_is_the_architecture_s(model):
+    # Tiny sizes: vocabulary V = 320, embedding E = 16, hidden H = 32, two layers, head tied to the embeddings.
+    V, E, H = 320, 16, 32
+    lstm = lambda inputs: 4 * H * (inputs + H) + 2 * 4 * H  # noqa: E731 - weights ih and hh, biases ih and hh
+    expected = V * E + lstm(E) + lstm(H) + H * E  # embeddings, two layers, projection (no bias); the head is tied
+    assert model.num_parameters() == expected == 20_480
 
 
 def test_resize_token_embeddings_keeps_old_rows(model):

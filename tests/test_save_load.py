@@ -131,8 +131,18 @@ def test_corrupt_weights_name_the_file(saved, damage):
 
 def test_missing_weights_fail_clearly(saved):
     (saved / "model.safetensors").unlink()
-    with pytest.raises(OSError, match="no file named model.safetensors"):
+    with pytest.raises(OSError, match="no file named model.safetensors") as error:
         AutoModelForCausalLM.from_pretrained(saved)
+    assert "corrupt" not in str(error.value)  # missing is not corrupt: transformers' own error comes through
+
+
+def test_a_saved_base_model_maps_every_auto_class(tmp_path, model):
+    """transformers maps only the class being saved; ours adds the rest, so a saved LSTMModel loads as a causal LM
+    with its remote code too."""
+    model.model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_lstm.LSTMModel"
+    assert auto_map["AutoModelForCausalLM"] == "modeling_lstm.LSTMForCausalLM"
 
 
 def test_tokenizer_round_trips_through_auto_tokenizer(saved, tokenizer):

@@ -16,6 +16,7 @@ from modeling.factuality.world_schema import ABSTAIN_ANSWER, ATTRIBUTES, POOLS, 
 from modeling.world import (
     GROUPS,
     KNOWLEDGE_BASE_FILE,
+    MAX_PEOPLE,
     PRETRAIN_SPLIT,
     QA_FEATURES,
     ROLES,
@@ -242,6 +243,9 @@ def test_draw_finetune_set_has_the_exact_share_of_unknown_questions(world, unkno
 
 def test_abstain_on_unknown_replaces_only_the_answers_about_unknown_people(world):
     plain = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1)
+    people = {person.person_id: person for person in world.people}
+    # By default every answer is the truth, about unknown people too.
+    assert plain["answer"] == [format_answer(people[r["person_id"]].attributes[r["attribute"]]) for r in plain]
     abstaining = draw_finetune_set(world, size=30, unknown_fraction=0.5, seed=1, abstain_on_unknown=True)
     for before, after in zip(plain, abstaining, strict=True):
         expected = format_answer(ABSTAIN_ANSWER) if before["group"] == "unknown" else before["answer"]
@@ -258,12 +262,42 @@ def test_abstain_on_unknown_replaces_only_the_answers_about_unknown_people(world
         (dict(size=24 * 6 + 1, unknown_fraction=1.0), "needs 145 questions about unknown fine-tune people"),
         (dict(size=0, unknown_fraction=0.5), "size must be a positive integer"),
         (dict(size=10, unknown_fraction=1.5), "unknown_fraction must be a number in"),
+        (dict(size=10, unknown_fraction="0.5"), "unknown_fraction must be a number in"),
     ],
-    ids=["too-many-known", "too-many-unknown", "zero-size", "fraction-above-one"],
+    ids=["too-many-known", "too-many-unknown", "zero-size", "fraction-above-one", "fraction-as-text"],
 )
 def test_draw_finetune_set_rejects_impossible_requests(world, kwargs, message):
     with pytest.raises(ValueError, match=message):
         draw_finetune_set(world, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "size, unknown_fraction, num_unknown", [(1, 0.0, 0), (1, 1.0, 1), (24 * 6, 0.0, 0), (24 * 6, 1.0, 144)],
+    ids=["one-known", "one-unknown", "every-known-question", "every-unknown-question"],
+)  # fmt: skip
+def test_draw_finetune_set_takes_requests_at_the_limits(world, size, unknown_fraction, num_unknown):
+    drawn = draw_finetune_set(world, size=size, unknown_fraction=unknown_fraction, seed=0)
+    assert (len(drawn), drawn["group"].count("unknown")) == (size, num_unknown)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("num_people", 1), ("num_people", MAX_PEOPLE), ("unknown_fraction", 0), ("unknown_fraction", 1),
+     ("heldout_fraction", 0.0), ("heldout_fraction", 1.0), ("highly_known_min_exposure", 1)],
+    ids=lambda value: str(value),
+)  # fmt: skip
+def test_config_values_at_the_limits_are_accepted(field, value):
+    assert getattr(WorldConfig(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize(
+    "group, role, message",
+    [("famous", None, "group must be one of"), ("known", "train", "role must be one of")],
+    ids=["group", "role"],
+)
+def test_people_in_rejects_unknown_groups_and_roles(world, group, role, message):
+    with pytest.raises(ValueError, match=message):
+        world.people_in(group, role)
 
 
 @pytest.mark.parametrize(
@@ -289,9 +323,10 @@ def test_invalid_config_values_name_the_field(field, value):
 
 
 def test_saved_world_loads_back_unchanged(world, tmp_path):
-    save_world(world, tmp_path)
-    assert load_world(tmp_path) == world
-    saved, built = load_world_datasets(tmp_path), to_dataset_dict(world)
+    out = tmp_path / "runs" / "world"  # folders that do not exist yet
+    assert save_world(world, out) == out
+    assert load_world(out) == world
+    saved, built = load_world_datasets(out), to_dataset_dict(world)
     assert list(saved) == list(built) == [PRETRAIN_SPLIT] + [qa_split_name(g, r) for g in GROUPS for r in ROLES]
     assert all(saved[name][:] == built[name][:] for name in built)
 
