@@ -127,10 +127,10 @@ def test_classify_answers_refuses_lists_of_different_lengths():
 
 
 def test_custom_abstain_phrases_replace_the_defaults(qa):
-    results = qa.compute(
-        predictions=["No idea.", "I don't know"], references=["Paris", "Oslo"], abstain_phrases=["no idea"]
-    )
+    predictions, references = ["No idea.", "I don't know"], ["Paris", "Oslo"]
+    results = qa.compute(predictions=predictions, references=references, abstain_phrases=["no idea"])
     assert (results["num_abstained"], results["num_hallucinated"]) == (1, 1)
+    assert classify_answers(predictions, references, abstain_phrases=["no idea"]) == ["abstained", "hallucinated"]
 
 
 def test_auroc_on_a_known_ordering(qa):
@@ -290,10 +290,14 @@ def test_unknown_config_is_rejected():
          r"confidences\[0\] must be finite"),
         (dict(predictions=["a"], references=["a"], abstain_phrases=["?!"]), ValueError,
          r"abstain_phrases\[0\] is empty once normalised"),
+        (dict(predictions=["a"], references=["a"], abstain_phrases="no idea"), TypeError,
+         "abstain_phrases must be a list of strings, got str"),
+        (dict(predictions=["a"], references=["a"], abstain_phrases=["no idea", 3]), TypeError,
+         r"abstain_phrases\[1\] must be a string, got int"),
     ],
     ids=["length-mismatch", "empty", "string-not-list", "non-string-prediction", "none-reference", "int-reference",
-         "confidences-as-text",
-         "confidences-length", "non-numeric-confidence", "nan-confidence", "empty-abstain-phrase"],
+         "confidences-as-text", "confidences-length", "non-numeric-confidence", "nan-confidence",
+         "empty-abstain-phrase", "abstain-phrases-as-text", "non-string-abstain-phrase"],
 )  # fmt: skip
 def test_qa_errors_name_the_problem(qa, inputs, error, message):
     with pytest.raises(error, match=message):

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import CORPUS, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modeling import LSTMForCausalLM, train_tokenizer
@@ -108,6 +108,15 @@ def test_tokenizer_larger_than_the_model_is_refused(tmp_path, tokenizer):
     with pytest.raises(
         ValueError, match=f"has {len(tokenizer)} tokens but the model's vocab_size is {len(tokenizer) - 10}"
     ):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_tokenizer_with_added_tokens_beyond_the_model_is_refused(tmp_path, model):
+    grown = train_tokenizer(CORPUS, vocab_size=320)  # the fixture's tokenizer, trained again to leave it alone
+    grown.add_tokens(["<|new token|>"])
+    model.save_pretrained(tmp_path)
+    grown.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"has {len(grown)} tokens but the model's vocab_size is {len(grown) - 1}"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
