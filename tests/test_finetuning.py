@@ -1,0 +1,141 @@
+"""Fine-tuning with TRL's SFTTrainer: completion-only labels, full fine-tuning, LoRA on the LSTM's own weights
+(only adapters train; saved, reloaded and merged with the same logits), the script and its errors."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from helpers import REPO, checkout_env, tiny_model
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig
+
+from modeling import LSTMForCausalLM, train_tokenizer
+from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer, finetune, load_sft_dataset
+from modeling.run_config import parse_run_config
+from modeling.scoring import score_questions
+from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, load_world_datasets, save_world
+
+# Six questions, three about unknown people: small enough to memorise in a few seconds.
+SIX = dict(finetune_size=6, unknown_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> FinetuneArguments:
+    """A world and a (randomly initialised) tiny model with a tokenizer trained on the world's texts."""
+    root = tmp_path_factory.mktemp("base")
+    save_world(generate_world(WorldConfig(num_people=20, seed=3)), root / "world")
+    splits = load_world_datasets(root / "world")
+    texts = list(splits["pretrain"]["text"]) + [r["prompt"] + r["answer"] for r in splits["qa_unknown_finetune"]]
+    tokenizer = train_tokenizer(texts + [" I don't know"] * 5, vocab_size=400)
+    model = tiny_model(tokenizer, hidden_size=64, num_layers=1)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return FinetuneArguments(model_dir=str(root / "model"), world_dir=str(root / "world"), **SIX)
+
+
+def sft_config(tmp_path, **overrides) -> SFTConfig:
+    settings = {**DEFAULTS, "output_dir": str(tmp_path), "logging_steps": 50, **overrides}
+    return parse_run_config((SFTConfig,), [f"--{k}={v}" for k, v in settings.items()])[0]
+
+
+def test_labels_are_the_completion_and_its_eos(base, tmp_path):
+    trainer = build_trainer(base, sft_config(tmp_path, per_device_train_batch_size=6))
+    # TRL's defaults that do not suit a small LSTM on a CPU are off: checkpointing and bfloat16 autocast.
+    assert not (trainer.args.gradient_checkpointing or trainer.model.is_activation_checkpointing or trainer.args.bf16)
+    tokenizer = trainer.processing_class
+    batch = next(iter(trainer.get_train_dataloader()))
+    expected = {row["prompt"]: row["completion"] for row in load_sft_dataset(base)}
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        text = tokenizer.decode(ids[mask.bool()])
+        prompt = next(p for p in expected if text.startswith(p))
+        assert text == prompt + expected[prompt] + tokenizer.eos_token
+        assert tokenizer.decode(labels[labels != -100]) == expected[prompt] + tokenizer.eos_token
+
+
+def test_abstention_tuning_is_memorised_as_abstentions(base, tmp_path):
+    """Full fine-tuning until the six answers are learnt: about known people the truth, about unknown people
+    " I don't know". The metric calls the first correct and the second abstained, and both fit their targets."""
+    args = replace(base, abstain_on_unknown=True)
+    out = finetune(args, sft_config(tmp_path, num_train_epochs=150, per_device_train_batch_size=6, learning_rate=0.01))
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    targets = draw_finetune_set(
+        load_world(base.world_dir), size=6, unknown_fraction=0.5, seed=0, abstain_on_unknown=True
+    )
+    report = score_questions(model, tokenizer, targets)
+    verdicts = ["correct" if group == "known" else "abstained" for group in targets["group"]]
+    assert [a["verdict"] for a in report["answers"]] == verdicts
+    assert report["metrics"]["exact_match"] == 1.0 and report["metrics"]["accuracy"] == 0.5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["num_examples"], metrics["num_processes"], metrics["trainable_share"]) == (6, 1, 1.0)
+
+
+def test_lora_trains_only_the_adapters_and_saves_reloads_and_merges(base, tmp_path):
+    args = replace(base, use_lora=True, lora_r=4)
+    trainer = build_trainer(args, sft_config(tmp_path, num_train_epochs=5, per_device_train_batch_size=6))
+    # One layer, H = 64, E = 16, r = 4: A (r x in) and B (4H x r) on W_ih (4H x E) and W_hh (4H x H).
+    expected = (4 * 16 + 256 * 4) + (4 * 64 + 256 * 4)
+    assert trainer.model.num_parameters(only_trainable=True) == expected == 2368
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all("lora_" in name for name in changed)
+    assert any("lora_B" in name for name in changed)  # B starts at zero: the adapter now does something
+
+    peft_model = trainer.model.eval()
+    ids = trainer.processing_class(["Question: Where", "Question: Who"], return_tensors="pt", padding=True)
+    logits = peft_model(**ids).logits
+    with peft_model.disable_adapter():
+        assert not torch.allclose(peft_model(**ids).logits, logits)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.model_dir), tmp_path / "adapter")
+    torch.testing.assert_close(reloaded.eval()(**ids).logits, logits)
+    merged = reloaded.merge_and_unload()
+    assert type(merged) is LSTMForCausalLM
+    assert (merged(**ids).logits - logits).abs().max() <= 1e-5
+    merged.save_pretrained(tmp_path / "merged")
+    assert (AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(**ids).logits - logits).abs().max() <= 1e-5
+
+
+def test_finetune_script_trains_lora_on_json_lines(base, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "Question: Where was Ada born?\nAnswer:", "completion": " Oslo"}] * 4
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    command = [sys.executable, str(REPO / "scripts" / "finetune.py"), str(REPO / "configs" / "finetune_tiny.yaml")]
+    command += ["--model_dir", base.model_dir, "--data_file", str(data), "--output_dir", str(tmp_path / "run")]
+    command += ["--use_lora", "true", "--lora_r", "2", "--num_train_epochs", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=checkout_env(), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["num_examples"], metrics["num_processes"]) == (4, 1)
+    assert 0 < metrics["trainable_share"] < 0.2
+    recorded = (run / "run_config.yaml").read_text()
+    assert "use_lora: true" in recorded and "lora_r: 2" in recorded and "finetune_size: 24" in recorded
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"prompt": "Q", "completion": " A"}', '{"prompt": "Q"}'], r"pairs.jsonl:2 needs string fields"),
+        (['{"prompt": "Q", "completion": 3}'], r"pairs.jsonl:1 needs string fields"),
+        (["not json"], r"pairs.jsonl:1 is not JSON"),
+        (["", "  "], "holds no examples"),
+    ],
+    ids=["missing-field", "non-string-field", "not-json", "empty"],
+)
+def test_bad_json_lines_name_the_problem(tmp_path, lines, message):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        load_sft_dataset(FinetuneArguments(data_file=str(data)))
+
+
+def test_no_data_source_is_an_error():
+    with pytest.raises(ValueError, match="Give world_dir .* or data_file"):
+        load_sft_dataset(FinetuneArguments(world_dir=None))
