@@ -127,12 +127,6 @@ def lora_config(args: FinetuneArguments) -> LoraConfig | None:
     )
 
 
-def trainable_share(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable parameters, all parameters) of `model`."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> SFTTrainer:
     """An `SFTTrainer` over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
     data of `load_sft_dataset`."""
@@ -153,7 +147,8 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     out_dir = Path(sft_config.output_dir)
     trainer = build_trainer(args, sft_config)
     train_dataset, tokenizer = trainer.train_dataset, trainer.processing_class
-    trainable, total = trainable_share(trainer.model)
+    # A PeftModel passes num_parameters on to the model it wraps, whose modules now hold the adapters too.
+    trainable, total = trainer.model.num_parameters(only_trainable=True), trainer.model.num_parameters()
     if trainer.is_world_process_zero():
         print(
             f"finetune: {len(train_dataset)} examples; {trainable:,} of {total:,} parameters trainable "
@@ -188,5 +183,4 @@ __all__ = [
     "finetune",
     "load_sft_dataset",
     "lora_config",
-    "trainable_share",
 ]
