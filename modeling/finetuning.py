@@ -16,12 +16,13 @@ import datasets
 import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from .checkpoints import save_atomically
+from .factuality_trainer import FactualitySFTTrainer
 from .run_config import save_run_config
 from .scoring import write_json
-from .world import draw_finetune_set, load_world
+from .world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 
 
 @dataclass
@@ -49,6 +50,14 @@ class FinetuneArguments:
         default_factory=lambda: ["weight_ih_l0", "weight_hh_l0"],
         metadata={"help": "LSTM weight matrices that get adapters (input-to-hidden, hidden-to-hidden)"},
     )
+    factuality_sets: list[str] = field(
+        default_factory=lambda: ["finetune", "qa_known_heldout", "qa_unknown_heldout"],
+        metadata={
+            "help": "question sets scored at each evaluation (world data only): 'finetune' (the fine-tune set against "
+            "its own targets) or names of the world's QA splits"
+        },
+    )
+    factuality_max_questions: int = field(default=300, metadata={"help": "questions scored per set, at most"})
 
 
 # The embedded default; a config file in configs/ and flags override it.
@@ -127,17 +136,36 @@ def lora_config(args: FinetuneArguments) -> LoraConfig | None:
     )
 
 
-def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> SFTTrainer:
-    """An `SFTTrainer` over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
-    data of `load_sft_dataset`."""
+def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualitySFTTrainer:
+    """An SFT trainer over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
+    data of `load_sft_dataset`. On world data its evaluations take the loss on the held-out known people's answers
+    and score `args.factuality_sets` (see `FactualitySFTTrainer`).
+
+    Raises:
+        ValueError: for a bad data source (see `load_sft_dataset`) or a factuality set the world does not have.
+    """
+    train_dataset = load_sft_dataset(args)
+    factuality_sets, eval_dataset = {}, None
+    if args.data_file is None:
+        splits = load_world_datasets(args.world_dir)
+        for name in args.factuality_sets:
+            if name != "finetune" and name not in splits:
+                raise ValueError(
+                    f"factuality_sets names {name!r}, which is neither 'finetune' nor a split of the world"
+                )
+            rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
+            factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
+        eval_dataset = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
-    return SFTTrainer(
+    return FactualitySFTTrainer(
         model=model,
         args=sft_config,
-        train_dataset=load_sft_dataset(args),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(args),
+        factuality_sets=factuality_sets,
     )
 
 
