@@ -179,3 +179,23 @@ def test_factuality_is_scored_at_each_evaluation_and_drives_early_stopping(base,
 def test_an_unknown_factuality_set_is_refused_before_training(base, tmp_path):
     with pytest.raises(ValueError, match="'qa_heldout', which is neither 'finetune' nor a split"):
         build_trainer(replace(base, factuality_sets=["qa_heldout"]), sft_config(tmp_path))
+
+
+def test_accelerate_launch_fine_tunes_on_two_processes(base, tmp_path):
+    """Two gloo processes on the CPU that form one group: training reports a world size of 2 from inside, and only
+    the main process writes. (Processes that never formed a group would each train alone and report 1.)"""
+    out = tmp_path / "run"
+    env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    script = [str(REPO / "scripts" / "finetune.py"), str(REPO / "configs" / "finetune_tiny.yaml")]
+    script += ["--model_dir", base.model_dir, "--world_dir", base.world_dir, "--output_dir", str(out)]
+    script += ["--finetune_size", "8", "--num_train_epochs", "2", "--per_device_train_batch_size", "2"]
+    result = subprocess.run([*launch, *script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("finetune: wrote") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    # 8 examples, 2 per process and step, 2 processes: 2 steps an epoch, 4 in all.
+    assert [e["step"] for e in json.loads((out / "log_history.json").read_text())["log_history"]][-1] == 4
+    assert AutoModelForCausalLM.from_pretrained(out / "model").config.hidden_size == 64
