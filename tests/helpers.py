@@ -1,6 +1,8 @@
 """Helpers shared by the test files (fixtures live in conftest.py)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -63,3 +65,14 @@ def checkout_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess that must import `modeling` from this checkout, whatever else is installed."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def accelerate_launch(*script_and_args: str, tmp_path: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    """Runs a script under `accelerate launch` on `processes` CPU processes (gloo) from this checkout. GPUs are hidden,
+    so the run takes the CPU on any machine: two processes on one GPU would fail."""
+    env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return subprocess.run(
+        [*launch, *script_and_args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )

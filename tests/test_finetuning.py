@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import REPO, checkout_env, tiny_model
+from helpers import REPO, accelerate_launch, checkout_env, tiny_model
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback
 from trl import SFTConfig
@@ -185,13 +185,10 @@ def test_accelerate_launch_fine_tunes_on_two_processes(base, tmp_path):
     """Two gloo processes on the CPU that form one group: training reports a world size of 2 from inside, and only
     the main process writes. (Processes that never formed a group would each train alone and report 1.)"""
     out = tmp_path / "run"
-    env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     script = [str(REPO / "scripts" / "finetune.py"), str(REPO / "configs" / "finetune_tiny.yaml")]
     script += ["--model_dir", base.model_dir, "--world_dir", base.world_dir, "--output_dir", str(out)]
     script += ["--finetune_size", "8", "--num_train_epochs", "2", "--per_device_train_batch_size", "2"]
-    result = subprocess.run([*launch, *script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = accelerate_launch(*script, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("finetune: wrote") == 1
     metrics = json.loads((out / "metrics.json").read_text())

@@ -2,14 +2,12 @@
 
 import json
 import math
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import checkout_env
+from helpers import accelerate_launch
 from transformers import TrainingArguments
 
 from modeling import LSTMForCausalLM
@@ -88,18 +86,8 @@ def test_build_examples_gives_one_eos_ended_sequence_per_document(tokenizer):
 
 def test_accelerate_launch_trains_on_two_processes(tmp_path):
     out = tmp_path / "run"
-    # Hidden GPUs make the run use the CPU (gloo) on any machine; two processes on one GPU would fail.
-    env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    result = subprocess.run(
-        [*launch, str(REPO / "scripts" / "pretrain.py"), TINY, "--output_dir", str(out), "--num_train_epochs", "1"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    script = [str(REPO / "scripts" / "pretrain.py"), TINY, "--output_dir", str(out), "--num_train_epochs", "1"]
+    result = accelerate_launch(*script, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # Both processes report the global batch: 4 sequences x 2 processes.
     assert result.stdout.count("8 sequences per step") == 2
