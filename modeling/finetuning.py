@@ -182,7 +182,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
             f"finetune: {len(train_dataset)} examples; {trainable:,} of {total:,} parameters trainable "
             f"({trainable / total:.2%}); {trainer.accelerator.num_processes} process(es)"
         )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
 
     if trainer.is_world_process_zero():
         target = out_dir / ("adapter" if args.use_lora else "model")

@@ -196,3 +196,24 @@ def test_accelerate_launch_fine_tunes_on_two_processes(base, tmp_path):
     # 8 examples, 2 per process and step, 2 processes: 2 steps an epoch, 4 in all.
     assert [e["step"] for e in json.loads((out / "log_history.json").read_text())["log_history"]][-1] == 4
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.hidden_size == 64
+
+
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(base, tmp_path, use_lora):
+    """12 steps of 2 examples (6 per epoch, shuffled), checkpointed every 4: resuming from step 4 must replay the
+    optimizer, scheduler, data order and RNG state so that the last weights are those of one run."""
+    args = replace(base, use_lora=use_lora, lora_r=4)
+    settings = dict(num_train_epochs=4, per_device_train_batch_size=2, save_strategy="steps", save_steps=4)
+    whole = build_trainer(args, sft_config(tmp_path / "whole", **settings))
+    whole.train()
+    resumed = build_trainer(args, sft_config(tmp_path / "resumed", **settings))
+    with torch.no_grad():  # the checkpoint's weights must replace these: a run that starts afresh ends elsewhere
+        for param in resumed.model.parameters():
+            if param.requires_grad:
+                param.add_(0.01)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-4"))
+    assert resumed.state.global_step == whole.state.global_step == 12
+    trained = {name: p for name, p in whole.model.named_parameters() if p.requires_grad}
+    for name, param in resumed.model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param, trained[name], rtol=0, atol=1e-6, msg=name)
