@@ -9,6 +9,7 @@ written here.
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,16 +21,19 @@ from trl import SFTConfig
 
 from .checkpoints import save_atomically
 from .factuality_trainer import FactualitySFTTrainer
-from .run_config import save_run_config
-from .scoring import write_json
+from .modeling_lstm import check_tokenizer_fits
+from .run_config import RunArguments
+from .run_folder import prepare_output_dir, write_run_record
+from .threads import set_num_threads
 from .world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 
 
 @dataclass
-class FinetuneArguments:
+class FinetuneArguments(RunArguments):
     """What to fine-tune, on what, and how (full or LoRA). Trainer settings live in `SFTConfig`."""
 
     model_dir: str = field(default="runs/pretrain/model", metadata={"help": "pre-trained model folder"})
+    tokenizer_dir: str | None = field(default=None, metadata={"help": "tokenizer folder; default: model_dir's"})
     world_dir: str | None = field(
         default="runs/pretrain/world", metadata={"help": "world whose questions to draw (unless data_file is given)"}
     )
@@ -142,7 +146,8 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
     and score `args.factuality_sets` (see `FactualitySFTTrainer`).
 
     Raises:
-        ValueError: for a bad data source (see `load_sft_dataset`) or a factuality set the world does not have.
+        ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, or a
+            tokenizer (`args.tokenizer_dir`) that does not fit the model.
     """
     train_dataset = load_sft_dataset(args)
     factuality_sets, eval_dataset = {}, None
@@ -156,8 +161,10 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
             rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
             factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
         eval_dataset = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
+    if args.tokenizer_dir is not None:
+        check_tokenizer_fits(model.config, args.tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
     return FactualitySFTTrainer(
         model=model,
         args=sft_config,
@@ -171,8 +178,14 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
 
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     """Run one fine-tuning and return its output folder, which holds `model/` (full) or `adapter/` (LoRA, with the
-    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml`."""
-    out_dir = Path(sft_config.output_dir)
+    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml`.
+
+    Raises:
+        FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
+        ValueError: see `build_trainer`; every check runs before training.
+    """
+    out_dir = prepare_output_dir(sft_config.output_dir, args.overwrite_output_dir, sft_config.process_index == 0)
+    args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     trainer = build_trainer(args, sft_config)
     train_dataset, tokenizer = trainer.train_dataset, trainer.processing_class
     # A PeftModel passes num_parameters on to the model it wraps, whose modules now hold the adapters too.
@@ -180,14 +193,14 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     if trainer.is_world_process_zero():
         print(
             f"finetune: {len(train_dataset)} examples; {trainable:,} of {total:,} parameters trainable "
-            f"({trainable / total:.2%}); {trainer.accelerator.num_processes} process(es)"
+            f"({trainable / total:.2%}); {trainer.accelerator.num_processes} process(es), "
+            f"{args.num_threads} thread(s) each"
         )
     result = trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
 
     if trainer.is_world_process_zero():
         target = out_dir / ("adapter" if args.use_lora else "model")
         save_atomically(target, trainer.model, tokenizer)
-        save_run_config(out_dir, args, sft_config)
         metrics = {
             **result.metrics,
             "num_examples": len(train_dataset),
@@ -196,8 +209,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
             "total_parameters": total,
             "trainable_share": trainable / total,
         }
-        write_json(metrics, out_dir / "metrics.json")
-        write_json({"log_history": trainer.state.log_history}, out_dir / "log_history.json")
+        write_run_record(out_dir, metrics, trainer.state.log_history, args, sft_config)
         print(f"finetune: wrote {target}, metrics.json, log_history.json and run_config.yaml in {out_dir}")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()

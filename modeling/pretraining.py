@@ -1,37 +1,72 @@
-"""Pre-training the LSTM language model on the known people's biographies with the Hugging Face Trainer.
+"""Pre-training the LSTM language model with the Hugging Face Trainer, on a world's biographies or any corpus.
 
-One run: make (or load) the world, train the tokenizer on the pre-training corpus, train with `Trainer` (so
-`accelerate launch` runs it on several processes or GPUs) on one sequence per biography, save model and tokenizer,
-plot the loss curve, then let the model write every known person's biography and score its claims.
+One run: make (or load) the world, or load the user's corpus; hold out a slice of the documents; train the tokenizer
+on the rest (unless one is given); train with `Trainer` (so `accelerate launch` runs it on several processes, GPUs or
+machines) on one sequence per document (see `modeling.corpus`); save model and tokenizer, plot the loss curve, report
+the held-out perplexity and, for a world, let the model write every known person's biography and score its claims.
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import torch
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
 
 from .checkpoints import save_atomically
 from .configuration_lstm import LSTMConfig
-from .modeling_lstm import LSTMForCausalLM
+from .corpus import build_examples, load_corpus
+from .modeling_lstm import LSTMForCausalLM, check_tokenizer_fits
 from .plots import plot_loss_curves
-from .run_config import save_run_config
+from .run_config import RunArguments
+from .run_folder import prepare_output_dir, write_run_record
 from .scoring import score_biographies, write_json
-from .tokenization_lstm import LSTMTokenizer, train_tokenizer
-from .world import PRETRAIN_SPLIT, WorldConfig, generate_world, load_world, load_world_datasets, save_world
+from .threads import set_num_threads
+from .tokenization_lstm import train_tokenizer
+from .world import (
+    PRETRAIN_SPLIT,
+    World,
+    WorldConfig,
+    generate_world,
+    load_world,
+    load_world_datasets,
+    save_world,
+)
 
 
 @dataclass
-class PretrainArguments:
+class PretrainArguments(RunArguments):
     """What to pre-train on and which model to build. Trainer settings live in `TrainingArguments`."""
 
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "your corpus instead of a world: .txt files (one document per blank-line block, or per file), "
+            "JSON Lines with a text field, folders written by save_to_disk, or folders of .txt files"
+        },
+    )
+    text_field: str = field(default="text", metadata={"help": "field or column of train_files that holds the text"})
+    txt_document: str = field(default="block", metadata={"help": "a .txt document is a blank-line 'block' or a 'file'"})
     world_dir: str | None = field(
         default=None, metadata={"help": "saved world to use; default: make one in <output_dir>/world"}
     )
     num_people: int = field(default=300, metadata={"help": "people in a newly made world (known and unknown)"})
     world_seed: int = field(default=0, metadata={"help": "seed of a newly made world"})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "saved model to continue pre-training (its tokenizer unless tokenizer_dir)"}
+    )
+    tokenizer_dir: str | None = field(
+        default=None, metadata={"help": "saved tokenizer to use; default: the model's, or one trained on the corpus"}
+    )
     vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, bytes and special tokens included"})
     embedding_dim: int = 128
     hidden_size: int = 256
@@ -64,36 +99,53 @@ DEFAULTS = dict(
 )
 
 
-def build_examples(texts: list[str], tokenizer: LSTMTokenizer, max_length: int) -> datasets.Dataset:
-    """One training sequence per document, ended by the eos token (truncated to `max_length` tokens).
+def load_documents(args: PretrainArguments, training_args: TrainingArguments) -> tuple[World | None, datasets.Dataset]:
+    """The world (None for a corpus of the user's) and its documents: `args.train_files`, or the biographies of
+    `args.world_dir`, or of a world made in `<output_dir>/world` by the main process (call it main process first).
 
-    Every document starts from the zero state, just as a prompt does at generation time: with documents packed
-    back to back, the model would learn to start a biography only after an eos token, and a bare name as a prompt
-    would be a state it never trained on.
+    Raises:
+        ValueError: if both `train_files` and `world_dir` are given; see `load_corpus` for a bad corpus.
     """
-    if not texts:
-        raise ValueError("The pre-training corpus is empty")
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return datasets.Dataset.from_dict({"input_ids": [(ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]})
+    if args.train_files:
+        if args.world_dir is not None:
+            raise ValueError("Give train_files (your corpus) or world_dir (a world's biographies), not both")
+        return None, load_corpus(args.train_files, args.text_field, args.txt_document)
+    if args.world_dir is None:
+        world_dir = Path(training_args.output_dir) / "world"
+        if training_args.process_index == 0:
+            save_world(generate_world(WorldConfig(num_people=args.num_people, seed=args.world_seed)), world_dir)
+    else:
+        world_dir = Path(args.world_dir)
+    return load_world(world_dir), load_world_datasets(world_dir)[PRETRAIN_SPLIT].select_columns(["text"])
 
 
-def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
-    """Run one pre-training; returns the folder of the saved model and tokenizer."""
-    out_dir = Path(training_args.output_dir)
-    with training_args.main_process_first(desc="world and tokenizer"):
-        if args.world_dir is None:
-            world_dir = out_dir / "world"
-            if training_args.process_index == 0:
-                save_world(generate_world(WorldConfig(num_people=args.num_people, seed=args.world_seed)), world_dir)
-        else:
-            world_dir = Path(args.world_dir)
-        world = load_world(world_dir)
-        texts = list(load_world_datasets(world_dir)[PRETRAIN_SPLIT]["text"])
-        tokenizer = train_tokenizer(texts, args.vocab_size)
-        examples = build_examples(texts, tokenizer, args.max_length).train_test_split(
-            test_size=args.eval_fraction, seed=training_args.seed
-        )
+def load_tokenizer(args: PretrainArguments, train_documents: datasets.Dataset) -> PreTrainedTokenizerBase:
+    """The tokenizer of `args.tokenizer_dir`, else of `args.model_dir`, else one trained on `train_documents`.
 
+    Raises:
+        ValueError: if a given tokenizer has no eos or pad token (the model needs both).
+    """
+    folder = args.tokenizer_dir or args.model_dir
+    if folder is None:
+        return train_tokenizer(train_documents["text"], args.vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    missing = [name for name in ("eos_token", "pad_token") if getattr(tokenizer, name) is None]
+    if missing:
+        raise ValueError(f"The tokenizer in {folder} has no {' or '.join(missing)}; the model needs both")
+    return tokenizer
+
+
+def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> LSTMForCausalLM:
+    """The model of `args.model_dir` to continue, or a new one sized by `args` for `tokenizer`.
+
+    Raises:
+        ValueError: if `args.tokenizer_dir` holds a tokenizer that does not fit the model of `args.model_dir`.
+    """
+    if args.model_dir is not None:
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir)
+        if args.tokenizer_dir is not None:
+            check_tokenizer_fits(model.config, args.tokenizer_dir)
+        return model
     config = LSTMConfig(
         vocab_size=len(tokenizer),
         embedding_dim=args.embedding_dim,
@@ -104,14 +156,34 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    return LSTMForCausalLM(config)
+
+
+def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
+    """Run one pre-training; returns the folder of the saved model and tokenizer.
+
+    Raises:
+        FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
+        ValueError: for a bad corpus, tokenizer or model (see the functions above), before any training.
+    """
+    is_main = training_args.process_index == 0
+    out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main)
+    args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    # The main process makes the world and fills the datasets caches; the others then read them.
+    with training_args.main_process_first(desc="corpus and tokenizer"):
+        world, documents = load_documents(args, training_args)
+        documents = documents.train_test_split(test_size=args.eval_fraction, seed=training_args.seed)
+        tokenizer = load_tokenizer(args, documents["train"])
+        examples = {split: build_examples(docs, tokenizer, args.max_length) for split, docs in documents.items()}
     torch.manual_seed(training_args.seed)
-    model = LSTMForCausalLM(config)
+    model = build_model(args, tokenizer)
     sequences_per_step = (
         training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
     )
     print(
-        f"pretrain: {len(texts)} biographies -> {len(examples['train'])} train / {len(examples['test'])} eval; "
-        f"{model.num_parameters():,} parameters; {sequences_per_step} sequences per step"
+        f"pretrain: {len(documents['train'])} train / {len(documents['test'])} eval documents -> "
+        f"{len(examples['train'])} / {len(examples['test'])} sequences; {model.num_parameters():,} parameters; "
+        f"{sequences_per_step} sequences per step; {args.num_threads} thread(s) per process"
     )
 
     trainer = Trainer(
@@ -129,32 +201,14 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     model_dir = out_dir / "model"
     if trainer.is_world_process_zero():
         save_atomically(model_dir, trainer.model, tokenizer)
-        save_run_config(out_dir, args, training_args)
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-        # What the model learned: each known person's biography as it writes it, claim by claim against the record.
-        biographies = score_biographies(
-            trainer.model,
-            tokenizer,
-            world.people_in("known"),
-            args.biography_max_new_tokens,
-            training_args.per_device_eval_batch_size,
-        )
-        write_json(biographies, out_dir / "biographies.json")
-        metrics.update({f"biography_{name}": value for name, value in biographies["metrics"].items()})
-        write_json(metrics, out_dir / "metrics.json")
-        plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
+        metrics["num_processes"] = trainer.accelerator.num_processes
         print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
-        for category, scores in biographies["by_knowledge"].items():
-            print(
-                f"pretrain: {category} people: claim precision {scores['claim_precision']:.2f}, "
-                f"coverage {scores['coverage']:.2f}"
-            )
-        print(
-            "pretrain: samples\n" + "\n".join(f"  {b['text']}" for b in biographies["biographies"][: args.num_samples])
-        )
-        print(
-            f"pretrain: wrote {model_dir}, and loss.png, metrics.json, biographies.json, run_config.yaml in {out_dir}"
-        )
+        if world is not None:
+            metrics.update(write_biographies(args, trainer, tokenizer, world, out_dir))
+        plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
+        write_run_record(out_dir, metrics, trainer.state.log_history, args, training_args)
+        print(f"pretrain: wrote {model_dir}; loss.png, metrics.json, log_history.json, run_config.yaml in {out_dir}")
     # Every process waits for the writer, then leaves the process group: a process that exits with the group still
     # up can abort in gloo's teardown ("terminate called without an active exception", seen in CI-like runs).
     trainer.accelerator.wait_for_everyone()
@@ -162,4 +216,26 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     return model_dir
 
 
-__all__ = ["DEFAULTS", "PretrainArguments", "build_examples", "pretrain"]
+def write_biographies(
+    args: PretrainArguments, trainer: Trainer, tokenizer: PreTrainedTokenizerBase, world: World, out_dir: Path
+) -> dict[str, float]:
+    """What the model learned: each known person's biography as it writes it, claim by claim against the record,
+    written to `biographies.json`; returns the figures as `biography_*` metrics."""
+    biographies = score_biographies(
+        trainer.model,
+        tokenizer,
+        world.people_in("known"),
+        args.biography_max_new_tokens,
+        trainer.args.per_device_eval_batch_size,
+    )
+    write_json(biographies, out_dir / "biographies.json")
+    for category, scores in biographies["by_knowledge"].items():
+        print(
+            f"pretrain: {category} people: claim precision {scores['claim_precision']:.2f}, "
+            f"coverage {scores['coverage']:.2f}"
+        )
+    print("pretrain: samples\n" + "\n".join(f"  {b['text']}" for b in biographies["biographies"][: args.num_samples]))
+    return {f"biography_{name}": value for name, value in biographies["metrics"].items()}
+
+
+__all__ = ["DEFAULTS", "PretrainArguments", "build_model", "load_documents", "load_tokenizer", "pretrain"]

@@ -6,11 +6,28 @@ traced back to the exact settings that produced it.
 
 import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+
+@dataclass
+class RunArguments:
+    """Settings every run has, whatever it trains (the pre-training and fine-tuning arguments extend it)."""
+
+    num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads per process; default: OMP_NUM_THREADS when set, else the cores free at the start "
+            "shared by this machine's processes (the run config records the number used)"
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "replace a finished run in output_dir instead of stopping"}
+    )
 
 
 def parse_run_config(
@@ -50,4 +67,4 @@ def save_run_config(out_dir: str | os.PathLike, *configs: Any) -> Path:
     return path
 
 
-__all__ = ["parse_run_config", "save_run_config"]
+__all__ = ["RunArguments", "parse_run_config", "save_run_config"]

@@ -6,13 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from helpers import accelerate_launch
-from transformers import TrainingArguments
+from helpers import CORPUS, accelerate_launch
+from transformers import AutoTokenizer, TrainingArguments
 
-from modeling import LSTMForCausalLM
+from modeling import LSTMForCausalLM, train_tokenizer
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
-from modeling.pretraining import DEFAULTS, PretrainArguments, build_examples, pretrain
+from modeling.pretraining import DEFAULTS, PretrainArguments, pretrain
 from modeling.run_config import parse_run_config
 from modeling.world import PRETRAIN_SPLIT, load_world, load_world_datasets
 
@@ -75,13 +76,70 @@ def test_unknown_config_keys_are_an_error(tmp_path, where):
             parse("--num_peeple", "20")
 
 
-def test_build_examples_gives_one_eos_ended_sequence_per_document(tokenizer):
-    texts = ["Ada was born in London.", "Alan studied at King's College."]
-    examples = build_examples(texts, tokenizer, max_length=64)
-    assert examples["input_ids"] == [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in texts]
-    assert [len(ids) for ids in build_examples(texts, tokenizer, max_length=3)["input_ids"]] == [3, 3]
-    with pytest.raises(ValueError, match="corpus is empty"):
-        build_examples([], tokenizer, 4)
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory) -> Path:
+    """Pre-training on a corpus of the user's: a .txt file of blank-line blocks and a JSON Lines file."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "notes.txt").write_text("\n\n".join(CORPUS[:40]))
+    (root / "more.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in CORPUS[40:]))
+    out = root / "run"
+    argv = ["--train_files", str(root / "notes.txt"), str(root / "more.jsonl"), "--vocab_size", "300"]
+    argv += ["--embedding_dim", "32", "--hidden_size", "32", "--num_layers", "1", "--eval_fraction", "0.1"]
+    argv += ["--num_train_epochs", "6", "--learning_rate", "0.03", "--lr_scheduler_type", "constant"]
+    pretrain(*parse(*argv, "--output_dir", str(out), "--per_device_train_batch_size", "4"))
+    return out
+
+
+def test_pretraining_on_a_corpus_of_ones_own(corpus_run):
+    metrics = json.loads((corpus_run / "metrics.json").read_text())
+    model, tokenizer = load_model_and_tokenizer(corpus_run / "model")
+    # The tokenizer was trained on the corpus: its merges make whole words of it.
+    assert tokenizer.convert_ids_to_tokens(tokenizer(" Lovelace")["input_ids"]) == ["ĠLovelace"]
+    assert len(tokenizer) == model.config.vocab_size <= 300
+    # 100 documents, 10 held out: the perplexity of those (the corpus repeats, so they are learnable).
+    targets = [(ids + [tokenizer.eos_token_id])[1:] for ids in tokenizer(CORPUS)["input_ids"]]
+    assert metrics["eval_loss"] < 0.5 * unigram_entropy(targets), metrics
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert metrics["num_processes"] == 1
+    assert not (corpus_run / "biographies.json").exists() and not (corpus_run / "world").exists()
+    log_history = json.loads((corpus_run / "log_history.json").read_text())["log_history"]
+    assert log_history[-1]["eval_loss"] == metrics["eval_loss"]
+    recorded = yaml.safe_load((corpus_run / "run_config.yaml").read_text())["PretrainArguments"]
+    assert recorded["train_files"][1].endswith("more.jsonl")
+    assert recorded["num_threads"] == 1  # OMP_NUM_THREADS=1 (conftest) is respected and recorded
+
+
+def test_a_finished_run_is_not_overwritten_unless_asked(corpus_run, tmp_path):
+    before = {p: p.read_bytes() for p in corpus_run.rglob("*") if p.is_file()}
+    args = parse("--train_files", str(corpus_run.parent / "notes.txt"), "--output_dir", str(corpus_run))
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        pretrain(*args)
+    assert {p: p.read_bytes() for p in corpus_run.rglob("*") if p.is_file()} == before
+
+
+def test_continuing_a_model_with_a_tokenizer_that_does_not_fit_stops_before_training(corpus_run, tmp_path):
+    other = tmp_path / "other_tokenizer"
+    train_tokenizer(CORPUS, vocab_size=400).save_pretrained(other)  # more tokens than the model embeds
+    argv = ["--train_files", str(corpus_run.parent / "notes.txt"), "--model_dir", str(corpus_run / "model")]
+    with pytest.raises(ValueError, match="has 3.. tokens but the model's vocab_size is"):
+        pretrain(*parse(*argv, "--tokenizer_dir", str(other), "--output_dir", str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_continued_pretraining_uses_the_models_tokenizer_and_weights(corpus_run, tmp_path):
+    argv = ["--train_files", str(corpus_run.parent / "more.jsonl"), "--model_dir", str(corpus_run / "model")]
+    argv += ["--num_train_epochs", "1", "--learning_rate", "0", "--eval_fraction", "0.2"]
+    pretrain(*parse(*argv, "--output_dir", str(tmp_path / "run")))
+    before, _ = load_model_and_tokenizer(corpus_run / "model")
+    after, tokenizer = load_model_and_tokenizer(tmp_path / "run" / "model")
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(corpus_run / "model").get_vocab()
+    for name, weight in before.state_dict().items():  # a learning rate of 0 leaves every weight as loaded
+        assert torch.equal(weight, after.state_dict()[name]), name
+
+
+def test_train_files_and_a_world_are_one_or_the_other(tmp_path):
+    with pytest.raises(ValueError, match="train_files .* or world_dir .*, not both"):
+        pretrain(*parse("--train_files", "x.txt", "--world_dir", "w", "--output_dir", str(tmp_path)))
 
 
 def test_accelerate_launch_trains_on_two_processes(tmp_path):

@@ -1,0 +1,125 @@
+"""Pre-training corpora: the user's text files, JSON Lines or `datasets` folders, cut into training sequences.
+
+Each document becomes one training sequence ended by the eos token, as a prompt starts from the zero state at
+generation time: with documents packed back to back (as `run_clm` packs them), the model would learn to start a
+document only after an eos token, and a bare name as a prompt would be a state it never trained on. A document longer
+than `max_length` tokens is cut into blocks of `max_length`, as `run_clm` cuts its stream.
+"""
+
+import os
+from pathlib import Path
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+
+TEXT_SUFFIXES = (".txt",)
+JSON_SUFFIXES = (".jsonl", ".json")
+# How a .txt file splits into documents; these are the `sample_by` modes of the datasets `text` builder.
+TXT_DOCUMENTS = {"block": "paragraph", "file": "document"}
+
+
+def _load_files(paths: list[Path], text_field: str, txt_document: str) -> datasets.Dataset:
+    """One kind of file (all .txt or all JSON Lines) through the datasets builder for it (cached by datasets)."""
+    data_files = [str(p) for p in paths]
+    if paths[0].suffix in TEXT_SUFFIXES:
+        documents = datasets.load_dataset(
+            "text", data_files=data_files, sample_by=TXT_DOCUMENTS[txt_document], keep_linebreaks=True, split="train"
+        )
+        # A run of three or more newlines leaves the extra ones at the edges of a block.
+        return documents.map(lambda text: {"text": text.strip()}, input_columns="text", desc="stripping blocks")
+    dataset = datasets.load_dataset("json", data_files=data_files, split="train")
+    if text_field not in dataset.column_names:
+        raise ValueError(
+            f"{', '.join(data_files)}: no {text_field!r} field in any line (fields: {dataset.column_names})"
+        )
+    return dataset
+
+
+def _load_saved(path: Path, text_field: str) -> datasets.Dataset:
+    """A folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`, whose "train" split is used)."""
+    saved = datasets.load_from_disk(str(path))
+    if isinstance(saved, datasets.DatasetDict):
+        if "train" not in saved:
+            raise ValueError(f"{path} holds the splits {list(saved)}; the corpus is read from a 'train' split")
+        saved = saved["train"]
+    if text_field not in saved.column_names:
+        raise ValueError(f"{path}: no {text_field!r} column (columns: {saved.column_names})")
+    return saved
+
+
+def load_corpus(
+    paths: list[str | os.PathLike], text_field: str = "text", txt_document: str = "block"
+) -> datasets.Dataset:
+    """The documents of `paths` as one dataset with a single `text` column, in the order given.
+
+    Args:
+        paths: `.txt` files (one document per blank-line-separated block, or per file with `txt_document="file"`),
+            JSON Lines files (`.jsonl`/`.json`, one document per line in `text_field`), folders written by
+            `save_to_disk`, or folders of `.txt` files.
+        text_field: the field (JSON Lines) or column (saved datasets) holding the text.
+        txt_document: "block" or "file".
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        ValueError: for a path of another kind, a missing `text_field`, a document that is not a string, or a corpus
+            without any non-blank document. Each message names the path (and the row) at fault.
+    """
+    if txt_document not in TXT_DOCUMENTS:
+        raise ValueError(f"txt_document must be one of {sorted(TXT_DOCUMENTS)}, got {txt_document!r}")
+    if not paths:
+        raise ValueError("No corpus given: name .txt files, JSON Lines files or save_to_disk folders")
+    parts = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"Corpus path {path} does not exist")
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            part = _load_saved(path, text_field)
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in TEXT_SUFFIXES)
+            if not files:
+                raise ValueError(f"{path} is neither a save_to_disk folder nor a folder of .txt files")
+            part = _load_files(files, text_field, txt_document)
+        elif path.suffix in TEXT_SUFFIXES + JSON_SUFFIXES:
+            part = _load_files([path], text_field, txt_document)
+        else:
+            raise ValueError(f"{path}: a corpus file ends in .txt, .jsonl or .json")
+        part = part.select_columns([text_field])
+        for row, text in enumerate(part[text_field]):
+            if not isinstance(text, str):
+                raise ValueError(f"{path}: document {row} has no text in {text_field!r} (got {text!r:.80})")
+        parts.append(part.rename_column(text_field, "text") if text_field != "text" else part)
+    corpus = datasets.concatenate_datasets(parts).filter(lambda text: bool(text.strip()), input_columns="text")
+    if len(corpus) == 0:
+        raise ValueError(f"The corpus {', '.join(map(str, paths))} holds no text")
+    return corpus
+
+
+def build_examples(
+    documents: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> datasets.Dataset:
+    """Training sequences (`input_ids`) from a dataset with a `text` column: each document plus the eos token, cut
+    into blocks of at most `max_length` tokens. Runs as a batched, cached `datasets.map`.
+
+    Raises:
+        ValueError: if `documents` is empty or `max_length` < 2 (a block needs an input and a target).
+    """
+    if len(documents) == 0:
+        raise ValueError("The pre-training corpus is empty")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+
+    def tokenize_and_cut(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        blocks = []
+        for ids in encoded:
+            ids = ids + [tokenizer.eos_token_id]
+            # A last block of one token (the eos alone) has no target to learn.
+            blocks.extend(ids[start : start + max_length] for start in range(0, len(ids) - 1, max_length))
+        return {"input_ids": blocks}
+
+    return documents.map(
+        tokenize_and_cut, batched=True, remove_columns=documents.column_names, desc="tokenizing and cutting"
+    )
+
+
+__all__ = ["TXT_DOCUMENTS", "build_examples", "load_corpus"]

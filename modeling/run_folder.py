@@ -1,0 +1,48 @@
+"""A run's output folder: a finished run in it is never overwritten by accident, nor ever half-overwritten.
+
+A run is finished once its `metrics.json` exists, and that file is written last. A new run stops before training when
+its folder holds a finished run, unless told to overwrite it; then it deletes `metrics.json` first, so a crash midway
+leaves a folder that reads as unfinished rather than a mix of two runs that reads as finished.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .run_config import save_run_config
+from .scoring import write_json
+
+FINISHED_MARKER = "metrics.json"
+
+
+def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool, is_main_process: bool = True) -> Path:
+    """Check `out_dir` before a run writes into it (every process checks; only the main one deletes).
+
+    Raises:
+        FileExistsError: if `out_dir` holds a finished run and `overwrite` is False.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / FINISHED_MARKER
+    if marker.exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{out_dir} holds a finished run ({FINISHED_MARKER} is there): choose another output_dir, or pass "
+                "--overwrite_output_dir true to replace it"
+            )
+        if is_main_process:
+            marker.unlink()
+    return out_dir
+
+
+def write_run_record(
+    out_dir: str | os.PathLike, metrics: dict[str, Any], log_history: list[dict[str, Any]], *configs: Any
+) -> None:
+    """Write `run_config.yaml` (the resolved `configs`), `log_history.json` (the Trainer's) and, last, `metrics.json`,
+    which marks the run finished."""
+    out_dir = Path(out_dir)
+    save_run_config(out_dir, *configs)
+    write_json({"log_history": log_history}, out_dir / "log_history.json")
+    write_json(metrics, out_dir / FINISHED_MARKER)
+
+
+__all__ = ["FINISHED_MARKER", "prepare_output_dir", "write_run_record"]
