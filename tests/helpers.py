@@ -68,11 +68,12 @@ def checkout_env(**extra: str) -> dict[str, str]:
 
 
 def accelerate_launch(*script_and_args: str, tmp_path: Path, processes: int = 2) -> subprocess.CompletedProcess:
-    """Runs a script under `accelerate launch` on `processes` CPU processes (gloo) from this checkout. GPUs are hidden,
-    so the run takes the CPU on any machine: two processes on one GPU would fail."""
+    """Runs a script under `accelerate launch` with the project's CPU launch config (gloo) on `processes` processes
+    from this checkout. GPUs are hidden too, so the run takes the CPU on any machine."""
     env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    config = REPO / "configs" / "accelerate" / "cpu_2_processes.yaml"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    launch += ["--num_processes", str(processes)]
     return subprocess.run(
         [*launch, *script_and_args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
