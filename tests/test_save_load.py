@@ -160,3 +160,51 @@ def test_tokenizer_round_trips_through_auto_tokenizer(saved, tokenizer):
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert (loaded.pad_token_id, loaded.eos_token_id) == (tokenizer.pad_token_id, tokenizer.eos_token_id)
     assert loaded(PROMPT).input_ids == tokenizer(PROMPT).input_ids
+
+
+TRAIN_REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from transformers import TrainingArguments
+    folder, out = sys.argv[1], sys.argv[2]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    rows = [{"input_ids": ids} for ids in tokenizer(sys.argv[3:] * 4)["input_ids"]]
+    args = TrainingArguments(out, max_steps=2, save_strategy="steps", save_steps=2, per_device_train_batch_size=2,
+                             learning_rate=0.01, report_to="none", use_cpu=True)
+    Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    batch = tokenizer(sys.argv[3:], return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        torch.save({"ids": batch["input_ids"], "logits": model.eval()(**batch).logits}, out + "/trained.pt")
+    """
+)
+
+
+def test_trainer_checkpoints_of_a_remote_code_model_carry_the_code(saved, tmp_path):
+    """A user's own Trainer run over the model loaded as remote code (no package): its checkpoint holds the code and
+    loads standalone in a fresh process with the trained weights."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", TRAIN_REMOTE_SCRIPT, str(saved), str(run), *PROMPTS]
+    subprocess.run(command, env=env, cwd=tmp_path, check=True, capture_output=True)
+    checkpoint = run / "checkpoint-2"
+    assert {"configuration_lstm.py", "modeling_lstm.py", "tokenization_lstm.py"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    assert json.loads((checkpoint / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"].startswith(
+        "modeling_lstm."
+    )
+    # A second fresh process, with another module cache: only what the checkpoint holds.
+    env["HF_HOME"] = str(tmp_path / "hf_home_2")
+    out = tmp_path / "reloaded"
+    command = [sys.executable, "-c", REMOTE_SCRIPT, str(checkpoint), str(out), *PROMPTS]
+    subprocess.run(command, env=env, cwd=tmp_path, check=True, capture_output=True)
+    reloaded, trained = torch.load(out.with_suffix(".pt")), torch.load(run / "trained.pt")
+    assert torch.equal(reloaded["ids"], trained["ids"])
+    torch.testing.assert_close(reloaded["logits"], trained["logits"], rtol=1e-5, atol=1e-7)
+    before = AutoModelForCausalLM.from_pretrained(saved)
+    with torch.no_grad():  # training moved the weights: the checkpoint is not the folder it started from
+        assert not torch.allclose(before.eval()(reloaded["ids"]).logits, trained["logits"], atol=1e-3)
