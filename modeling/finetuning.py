@@ -19,6 +19,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import SFTConfig
 
+from .adapters import BASE_MODEL_FILE, base_model_record, load_adapter
 from .checkpoints import save_atomically
 from .factuality_trainer import FactualitySFTTrainer
 from .modeling_lstm import check_tokenizer_fits
@@ -47,6 +48,9 @@ class FinetuneArguments(RunArguments):
     )
     draw_seed: int = field(default=0, metadata={"help": "seed of the draw from the world"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of every weight"})
+    adapter_dir: str | None = field(
+        default=None, metadata={"help": "saved LoRA adapter of model_dir to train on (instead of a new one)"}
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_target_parameters: list[str] = field(
@@ -128,8 +132,9 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
 
 
 def lora_config(args: FinetuneArguments) -> LoraConfig | None:
-    """PEFT's LoRA config for the LSTM's own matrices (`target_parameters`), or None for full fine-tuning."""
-    if not args.use_lora:
+    """PEFT's LoRA config for a new adapter on the LSTM's own matrices (`target_parameters`); None for full
+    fine-tuning or when `args.adapter_dir` gives the adapter."""
+    if not args.use_lora or args.adapter_dir is not None:
         return None
     return LoraConfig(
         r=args.lora_r,
@@ -146,8 +151,8 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
     and score `args.factuality_sets` (see `FactualitySFTTrainer`).
 
     Raises:
-        ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, or a
-            tokenizer (`args.tokenizer_dir`) that does not fit the model.
+        ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
+            tokenizer (`args.tokenizer_dir`) or an adapter (`args.adapter_dir`) that does not fit the model.
     """
     train_dataset = load_sft_dataset(args)
     factuality_sets, eval_dataset = {}, None
@@ -165,6 +170,10 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
     if args.tokenizer_dir is not None:
         check_tokenizer_fits(model.config, args.tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
+    if args.adapter_dir is not None:
+        if not args.use_lora:
+            raise ValueError("adapter_dir gives a LoRA adapter to train: set use_lora too")
+        model = load_adapter(model, args.adapter_dir, is_trainable=True)
     return FactualitySFTTrainer(
         model=model,
         args=sft_config,
@@ -198,9 +207,13 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         )
     result = trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
 
+    # Every process takes part: under FSDP this gathers the full weights from their shards.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         target = out_dir / ("adapter" if args.use_lora else "model")
-        save_atomically(target, trainer.model, tokenizer)
+        # An adapter records the base weights it was trained on, so it never loads silently onto another model.
+        base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
+        save_atomically(target, trainer.model, tokenizer, state_dict, extra_json=base if args.use_lora else None)
         metrics = {
             **result.metrics,
             "num_examples": len(train_dataset),

@@ -199,8 +199,10 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     metrics = trainer.evaluate()
 
     model_dir = out_dir / "model"
+    # Every process takes part: under FSDP this gathers the full weights from their shards.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        save_atomically(model_dir, trainer.model, tokenizer)
+        save_atomically(model_dir, trainer.model, tokenizer, state_dict)
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
         metrics["num_processes"] = trainer.accelerator.num_processes
         print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallb
 from trl import SFTConfig
 
 from modeling import LSTMForCausalLM, train_tokenizer
+from modeling.adapters import BASE_MODEL_FILE
+from modeling.checkpoints import load_model_and_tokenizer
 from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer, finetune, load_sft_dataset
 from modeling.run_config import parse_run_config
 from modeling.scoring import score_questions
@@ -217,3 +220,79 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(base, tmp_p
     for name, param in resumed.model.named_parameters():
         if param.requires_grad:
             torch.testing.assert_close(param, trained[name], rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def lora_run(base, tmp_path_factory) -> Path:
+    """A finished LoRA fine-tuning of the base model (a trained, non-trivial adapter)."""
+    out = tmp_path_factory.mktemp("lora_run")
+    args = replace(base, use_lora=True, lora_r=4)
+    return finetune(args, sft_config(out, num_train_epochs=10, per_device_train_batch_size=6))
+
+
+def other_base(base: FinetuneArguments, folder: Path) -> str:
+    """The base model's twin: same sizes and tokenizer, other weights (another pre-training, as it were)."""
+    model = AutoModelForCausalLM.from_pretrained(base.model_dir)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base.model_dir).save_pretrained(folder)
+    return str(folder)
+
+
+def test_an_adapter_loads_only_onto_the_base_model_it_was_trained_on(base, lora_run, tmp_path):
+    adapter = lora_run / "adapter"
+    record = json.loads((adapter / BASE_MODEL_FILE).read_text())
+    assert record["name_or_path"] == base.model_dir
+    model, tokenizer = load_model_and_tokenizer(base.model_dir, adapter)  # merged: a plain model again
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.model_dir), adapter).eval()
+    ids = tokenizer(["Question: Where", "Question: Who was"], return_tensors="pt", padding=True)
+    assert (model(**ids).logits - peft_model(**ids).logits).abs().max() <= 1e-5
+    twin = other_base(base, tmp_path / "twin")
+    with pytest.raises(ValueError, match=r"adapter in .* was trained on another base model .* than .*twin"):
+        load_model_and_tokenizer(twin, adapter)
+    # A new run that would train this adapter further on the twin stops before training, writing nothing.
+    args = replace(base, model_dir=twin, use_lora=True, adapter_dir=str(adapter))
+    with pytest.raises(ValueError, match="trained on another base model"):
+        finetune(args, sft_config(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_adapter_of_other_shapes_is_refused(base, lora_run, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    tiny_model(tokenizer, hidden_size=32, num_layers=1).save_pretrained(tmp_path / "small")
+    tokenizer.save_pretrained(tmp_path / "small")
+    (tmp_path / "adapter").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):  # PEFT's files only, as made elsewhere
+        (tmp_path / "adapter" / name).write_bytes((lora_run / "adapter" / name).read_bytes())
+    with pytest.raises(ValueError, match=r"(?s)does not fit .*small.*size mismatch"):
+        load_model_and_tokenizer(tmp_path / "small", tmp_path / "adapter")
+
+
+def test_training_goes_on_from_a_saved_adapter(base, lora_run, tmp_path):
+    args = replace(base, use_lora=True, adapter_dir=str(lora_run / "adapter"))
+    trainer = build_trainer(args, sft_config(tmp_path, learning_rate=0.0))
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.model_dir), lora_run / "adapter")
+    trainable = {name: p for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    for name, param in saved.named_parameters():
+        if "lora_" in name:
+            assert torch.equal(param, trainable[name]), name
+    with pytest.raises(ValueError, match="set use_lora too"):
+        build_trainer(replace(args, use_lora=False), sft_config(tmp_path))
+
+
+def test_a_tokenizer_that_does_not_fit_stops_fine_tuning_before_training(base, tmp_path):
+    bigger = tmp_path / "tokenizer"
+    train_tokenizer(list(load_world_datasets(base.world_dir)["pretrain"]["text"]), 900).save_pretrained(bigger)
+    with pytest.raises(ValueError, match="tokens but the model's vocab_size is 400"):
+        finetune(replace(base, tokenizer_dir=str(bigger)), sft_config(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_fine_tuning_is_kept(base, lora_run):
+    before = {p: p.read_bytes() for p in lora_run.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        finetune(replace(base, use_lora=True), sft_config(lora_run))
+    assert {p: p.read_bytes() for p in lora_run.rglob("*") if p.is_file()} == before
