@@ -58,6 +58,10 @@ class FinetuneArguments(RunArguments):
         default_factory=lambda: ["weight_ih_l0", "weight_hh_l0"],
         metadata={"help": "LSTM weight matrices that get adapters (input-to-hidden, hidden-to-hidden)"},
     )
+    lora_target_modules: list[str] = field(
+        default_factory=list,
+        metadata={"help": "modules that get adapters too: 'embeddings' (of a model whose head is not tied to them)"},
+    )
     factuality_sets: list[str] = field(
         default_factory=lambda: ["finetune", "qa_known_heldout", "qa_unknown_heldout"],
         metadata={
@@ -132,17 +136,38 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
 
 
 def lora_config(args: FinetuneArguments) -> LoraConfig | None:
-    """PEFT's LoRA config for a new adapter on the LSTM's own matrices (`target_parameters`); None for full
-    fine-tuning or when `args.adapter_dir` gives the adapter."""
+    """PEFT's LoRA config for a new adapter on the LSTM's own matrices (`target_parameters`) and any of
+    `args.lora_target_modules`; None for full fine-tuning or when `args.adapter_dir` gives the adapter."""
     if not args.use_lora or args.adapter_dir is not None:
         return None
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
-        target_modules=[],
+        target_modules=list(args.lora_target_modules),
         target_parameters=list(args.lora_target_parameters),
         task_type="CAUSAL_LM",
     )
+
+
+def check_lora_targets(target_modules: list[str], model: PreTrainedModel) -> None:
+    """Refuse LoRA targets that would not train, or whose merge would change more than the adapter did.
+
+    Raises:
+        ValueError: for "lm_head": TRL's SFTTrainer takes the log-probabilities from `lm_head.weight` itself, so it
+            refuses an adapter there that would never train; for "embeddings" of a model whose head is tied to them
+            (`tie_word_embeddings`, the default): merging the adapter into the shared matrix would change the head
+            too (the merged model's logits were 7e-3 off the adapter's in a test).
+    """
+    if "lm_head" in target_modules:
+        raise ValueError(
+            "lora_target_modules names 'lm_head', which TRL's SFTTrainer does not train (it takes the log-probs "
+            "from lm_head.weight directly); adapt the LSTM matrices, or 'embeddings' of an untied model"
+        )
+    if "embeddings" in target_modules and model.config.tie_word_embeddings:
+        raise ValueError(
+            "lora_target_modules names 'embeddings', but the model's head is tied to them (tie_word_embeddings): "
+            "merging the adapter would change the head too. Adapt the embeddings of a model pre-trained untied."
+        )
 
 
 def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualitySFTTrainer:
@@ -170,6 +195,8 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
     if args.tokenizer_dir is not None:
         check_tokenizer_fits(model.config, args.tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
+    if args.use_lora:
+        check_lora_targets(args.lora_target_modules, model)
     if args.adapter_dir is not None:
         if not args.use_lora:
             raise ValueError("adapter_dir gives a LoRA adapter to train: set use_lora too")
@@ -233,6 +260,7 @@ __all__ = [
     "DEFAULTS",
     "FinetuneArguments",
     "build_trainer",
+    "check_lora_targets",
     "finetune",
     "load_sft_dataset",
     "lora_config",

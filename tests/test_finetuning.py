@@ -296,3 +296,35 @@ def test_a_finished_fine_tuning_is_kept(base, lora_run):
     with pytest.raises(FileExistsError, match="holds a finished run"):
         finetune(replace(base, use_lora=True), sft_config(lora_run))
     assert {p: p.read_bytes() for p in lora_run.rglob("*") if p.is_file()} == before
+
+
+def test_lora_on_the_embeddings_of_an_untied_model(base, tmp_path):
+    """Adapters on the embeddings too: they train, and merging them changes nothing but what the adapter did."""
+    untied = tmp_path / "untied"
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    tiny_model(tokenizer, hidden_size=64, num_layers=1, tie_word_embeddings=False).save_pretrained(untied)
+    tokenizer.save_pretrained(untied)
+    args = replace(base, model_dir=str(untied), use_lora=True, lora_r=2, lora_target_modules=["embeddings"])
+    trainer = build_trainer(args, sft_config(tmp_path, num_train_epochs=3, per_device_train_batch_size=6))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("embeddings.lora_embedding_B" in name for name in before)
+    trainer.train()
+    changed = {
+        name for name, p in trainer.model.named_parameters() if name in before and not torch.equal(p, before[name])
+    }
+    assert any("embeddings.lora_embedding_B" in name for name in changed)
+    peft_model = trainer.model.eval()
+    ids = tokenizer(["Question: Where", "Question: Who was"], return_tensors="pt", padding=True)
+    logits = peft_model(**ids).logits
+    merged = peft_model.merge_and_unload()
+    assert (merged(**ids).logits - logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "modules, message",
+    [(["lm_head"], "names 'lm_head', which TRL's SFTTrainer does not train"), (["embeddings"], "tied to them")],
+)
+def test_lora_targets_that_would_not_train_or_merge_cleanly_are_refused(base, tmp_path, modules, message):
+    args = replace(base, use_lora=True, lora_target_modules=modules)
+    with pytest.raises(ValueError, match=message):
+        build_trainer(args, sft_config(tmp_path))
