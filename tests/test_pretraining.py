@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -115,6 +116,17 @@ def test_a_finished_run_is_not_overwritten_unless_asked(corpus_run, tmp_path):
     with pytest.raises(FileExistsError, match="holds a finished run"):
         pretrain(*args)
     assert {p: p.read_bytes() for p in corpus_run.rglob("*") if p.is_file()} == before
+
+
+def test_an_overwriting_run_unmarks_the_finished_one_before_it_writes(corpus_run, tmp_path):
+    """With --overwrite_output_dir the old metrics.json goes first: a run that then fails leaves a folder that reads
+    as unfinished, never the old run's results beside the new run's files."""
+    folder = shutil.copytree(corpus_run, tmp_path / "run")
+    args = parse("--train_files", str(tmp_path / "missing.txt"), "--output_dir", str(folder))
+    args[0].overwrite_output_dir = True
+    with pytest.raises(FileNotFoundError, match="missing.txt does not exist"):
+        pretrain(*args)
+    assert not (folder / "metrics.json").exists() and (folder / "model").is_dir()
 
 
 def test_continuing_a_model_with_a_tokenizer_that_does_not_fit_stops_before_training(corpus_run, tmp_path):
