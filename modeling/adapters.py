@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
+from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict
+from safetensors import safe_open
 from transformers import PreTrainedModel
 
 BASE_MODEL_FILE = "base_model.json"
@@ -40,8 +42,8 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike, is_trai
 
     Raises:
         FileNotFoundError: if `adapter_dir` has no `adapter_config.json`.
-        ValueError: if `base_model.json` records other base weights, or PEFT cannot fit the adapter's shapes onto
-            `model`; the message names both folders.
+        ValueError: if `base_model.json` records other base weights, or the adapter's weights do not fit `model`
+            (other shapes, or weights for modules it lacks); the message names both.
     """
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -56,9 +58,20 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike, is_trai
                 f"sha256 {record['sha256'][:12]}...) than {name}: load the model it was trained on"
             )
     try:
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
     except RuntimeError as err:  # torch's "size mismatch" when the shapes differ
         raise ValueError(f"The adapter in {adapter_dir} does not fit {name}: {err}") from err
+    # PEFT drops saved weights that have no place in the model (e.g. the adapters of a layer it lacks) silently.
+    weights_file = adapter_dir / SAFETENSORS_WEIGHTS_NAME
+    if weights_file.is_file():
+        with safe_open(str(weights_file), framework="pt") as f:
+            unused = set(f.keys()) - set(get_peft_model_state_dict(peft_model))
+        if unused:
+            raise ValueError(
+                f"The adapter in {adapter_dir} does not fit {name}: {len(unused)} of its weights have no place in it, "
+                f"e.g. {sorted(unused)[0]}"
+            )
+    return peft_model
 
 
 __all__ = ["BASE_MODEL_FILE", "base_model_fingerprint", "base_model_record", "load_adapter"]

@@ -27,9 +27,9 @@ def load_model_and_tokenizer(
     With an adapter and `merge=True` (the default) the adapter is merged into the weights (`merge_and_unload`) and
     a plain model comes back: it gives the PeftModel's logits (within 1e-5 in float32), and generates and scores
     faster, because a PeftModel recomputes every adapted matrix W + BA in every forward, that is at every new token.
-    scripts/bench.py ("merged scoring") measured 280 against 210 questions/s, x1.26, with `answer_questions` at its
+    scripts/bench.py ("merged scoring") measured 342 against 227 questions/s, x1.51, with `answer_questions` at its
     default sizes (hidden 256, 3 layers, vocabulary 2000, LoRA r=8 on weight_ih_l0 / weight_hh_l0; 128 questions in
-    batches of 64, 24 new tokens) on one thread of a shared 2-core CPU. `merge=False` keeps the PeftModel, e.g. to
+    batches of 64, 24 new tokens) on an idle 2-core CPU. `merge=False` keeps the PeftModel, e.g. to
     train the adapter on or to switch it off with `disable_adapter()`.
     """
     model_dir = Path(model_dir)

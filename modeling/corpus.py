@@ -18,21 +18,23 @@ JSON_SUFFIXES = (".jsonl", ".json")
 TXT_DOCUMENTS = {"block": "paragraph", "file": "document"}
 
 
-def _load_files(paths: list[Path], text_field: str, txt_document: str) -> datasets.Dataset:
-    """One kind of file (all .txt or all JSON Lines) through the datasets builder for it (cached by datasets)."""
-    data_files = [str(p) for p in paths]
-    if paths[0].suffix in TEXT_SUFFIXES:
-        documents = datasets.load_dataset(
-            "text", data_files=data_files, sample_by=TXT_DOCUMENTS[txt_document], keep_linebreaks=True, split="train"
-        )
-        # A run of three or more newlines leaves the extra ones at the edges of a block.
-        return documents.map(lambda text: {"text": text.strip()}, input_columns="text", desc="stripping blocks")
-    dataset = datasets.load_dataset("json", data_files=data_files, split="train")
-    if text_field not in dataset.column_names:
-        raise ValueError(
-            f"{', '.join(data_files)}: no {text_field!r} field in any line (fields: {dataset.column_names})"
-        )
-    return dataset
+def _load_file(path: Path, text_field: str, txt_document: str) -> datasets.Dataset:
+    """A .txt or JSON Lines file through the datasets builder for it (cached by datasets), as a `text` column."""
+    if not path.read_bytes().strip():
+        raise ValueError(f"{path} is empty")
+    try:
+        if path.suffix in TEXT_SUFFIXES:
+            documents = datasets.load_dataset(
+                "text", data_files=str(path), sample_by=TXT_DOCUMENTS[txt_document], keep_linebreaks=True, split="train"
+            )
+            # A run of three or more newlines leaves the extra ones at the edges of a block.
+            return documents.map(lambda text: {"text": text.strip()}, input_columns="text", desc="stripping blocks")
+        documents = datasets.load_dataset("json", data_files=str(path), split="train")
+    except datasets.exceptions.DatasetGenerationError as err:  # e.g. a line that is not JSON
+        raise ValueError(f"{path} could not be read: {err.__cause__ or err}") from err
+    if text_field not in documents.column_names:
+        raise ValueError(f"{path}: no {text_field!r} field in any line (fields: {documents.column_names})")
+    return _text_column(documents, text_field, path)
 
 
 def _load_saved(path: Path, text_field: str) -> datasets.Dataset:
@@ -44,7 +46,16 @@ def _load_saved(path: Path, text_field: str) -> datasets.Dataset:
         saved = saved["train"]
     if text_field not in saved.column_names:
         raise ValueError(f"{path}: no {text_field!r} column (columns: {saved.column_names})")
-    return saved
+    return _text_column(saved, text_field, path)
+
+
+def _text_column(documents: datasets.Dataset, text_field: str, path: Path) -> datasets.Dataset:
+    """Only `text_field`, renamed `text`, after checking that every document is a string."""
+    documents = documents.select_columns([text_field])
+    for row, text in enumerate(documents[text_field]):
+        if not isinstance(text, str):
+            raise ValueError(f"{path}: document {row} has no text in {text_field!r} (got {text!r:.80})")
+    return documents.rename_column(text_field, "text") if text_field != "text" else documents
 
 
 def load_corpus(
@@ -56,13 +67,14 @@ def load_corpus(
         paths: `.txt` files (one document per blank-line-separated block, or per file with `txt_document="file"`),
             JSON Lines files (`.jsonl`/`.json`, one document per line in `text_field`), folders written by
             `save_to_disk`, or folders of `.txt` files.
-        text_field: the field (JSON Lines) or column (saved datasets) holding the text.
+        text_field: the field (JSON Lines) or column (saved datasets) holding the text; .txt files have no fields.
         txt_document: "block" or "file".
 
     Raises:
         FileNotFoundError: for a path that does not exist.
-        ValueError: for a path of another kind, a missing `text_field`, a document that is not a string, or a corpus
-            without any non-blank document. Each message names the path (and the row) at fault.
+        ValueError: for a path of another kind, an empty file, a file that is not JSON Lines, a missing
+            `text_field`, a document that is not a string, or a corpus without any non-blank document. Each message
+            names the path (and the row) at fault.
     """
     if txt_document not in TXT_DOCUMENTS:
         raise ValueError(f"txt_document must be one of {sorted(TXT_DOCUMENTS)}, got {txt_document!r}")
@@ -73,21 +85,16 @@ def load_corpus(
         if not path.exists():
             raise FileNotFoundError(f"Corpus path {path} does not exist")
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            part = _load_saved(path, text_field)
+            parts.append(_load_saved(path, text_field))
         elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix in TEXT_SUFFIXES)
             if not files:
                 raise ValueError(f"{path} is neither a save_to_disk folder nor a folder of .txt files")
-            part = _load_files(files, text_field, txt_document)
+            parts.extend(_load_file(file, text_field, txt_document) for file in files)
         elif path.suffix in TEXT_SUFFIXES + JSON_SUFFIXES:
-            part = _load_files([path], text_field, txt_document)
+            parts.append(_load_file(path, text_field, txt_document))
         else:
             raise ValueError(f"{path}: a corpus file ends in .txt, .jsonl or .json")
-        part = part.select_columns([text_field])
-        for row, text in enumerate(part[text_field]):
-            if not isinstance(text, str):
-                raise ValueError(f"{path}: document {row} has no text in {text_field!r} (got {text!r:.80})")
-        parts.append(part.rename_column(text_field, "text") if text_field != "text" else part)
     corpus = datasets.concatenate_datasets(parts).filter(lambda text: bool(text.strip()), input_columns="text")
     if len(corpus) == 0:
         raise ValueError(f"The corpus {', '.join(map(str, paths))} holds no text")

@@ -93,6 +93,8 @@ DEFAULTS = dict(
     # Exact float32 is the default here; --bf16 true on a GPU that has it.
     bf16=False,
     use_cpu=not torch.accelerator.is_available(),
+    # Every parameter gets a gradient at every step: DDP need not search for unused ones (and warns if asked to).
+    ddp_find_unused_parameters=False,
 )
 
 
@@ -197,11 +199,11 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
     if args.use_lora:
         check_lora_targets(args.lora_target_modules, model)
+    elif args.adapter_dir is not None or args.lora_target_modules:
+        raise ValueError("adapter_dir or lora_target_modules is set, but use_lora is not: set use_lora too")
     if args.adapter_dir is not None:
-        if not args.use_lora:
-            raise ValueError("adapter_dir gives a LoRA adapter to train: set use_lora too")
         model = load_adapter(model, args.adapter_dir, is_trainable=True)
-    return FactualitySFTTrainer(
+    trainer = FactualitySFTTrainer(
         model=model,
         args=sft_config,
         train_dataset=train_dataset,
@@ -210,6 +212,25 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
         peft_config=lora_config(args),
         factuality_sets=factuality_sets,
     )
+    check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
+    return trainer
+
+
+def check_not_truncated(tokenized: datasets.Dataset, eos_token_id: int, max_length: int | None) -> None:
+    """Refuse a fine-tune set that `SFTTrainer` truncated (silently) to `max_length`: a cut example loses the end of
+    its completion and the eos token, so the model would learn to stop nowhere.
+
+    Raises:
+        ValueError: naming how many examples were cut.
+    """
+    if max_length is None:
+        return
+    cut = sum(len(ids) >= max_length and ids[-1] != eos_token_id for ids in tokenized["input_ids"])
+    if cut:
+        raise ValueError(
+            f"{cut} of {len(tokenized)} fine-tuning examples are longer than max_length={max_length} tokens and would "
+            "lose the end of their completion and its eos token: raise max_length"
+        )
 
 
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
@@ -220,7 +241,10 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
         ValueError: see `build_trainer`; every check runs before training.
     """
-    out_dir = prepare_output_dir(sft_config.output_dir, args.overwrite_output_dir, sft_config.process_index == 0)
+    inputs = (args.model_dir, args.tokenizer_dir, args.adapter_dir, args.data_file, args.world_dir)
+    out_dir = prepare_output_dir(
+        sft_config.output_dir, args.overwrite_output_dir, sft_config.process_index == 0, inputs
+    )
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     trainer = build_trainer(args, sft_config)
     train_dataset, tokenizer = trainer.train_dataset, trainer.processing_class
@@ -241,7 +265,9 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         # An adapter records the base weights it was trained on, so it never loads silently onto another model.
         base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
         save_atomically(target, trainer.model, tokenizer, state_dict, extra_json=base if args.use_lora else None)
+        evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
         metrics = {
+            **(evaluations[-1] if evaluations else {}),  # the last evaluation's figures, factuality included
             **result.metrics,
             "num_examples": len(train_dataset),
             "num_processes": trainer.accelerator.num_processes,

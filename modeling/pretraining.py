@@ -96,6 +96,8 @@ DEFAULTS = dict(
     seed=0,
     # Without an accelerator, accelerate forms a multi-process (gloo) group only when told the run is on the CPU.
     use_cpu=not torch.accelerator.is_available(),
+    # Every parameter gets a gradient at every step: DDP need not search for unused ones (and warns if asked to).
+    ddp_find_unused_parameters=False,
 )
 
 
@@ -117,6 +119,23 @@ def load_documents(args: PretrainArguments, training_args: TrainingArguments) ->
     else:
         world_dir = Path(args.world_dir)
     return load_world(world_dir), load_world_datasets(world_dir)[PRETRAIN_SPLIT].select_columns(["text"])
+
+
+def split_documents(documents: datasets.Dataset, eval_fraction: float, seed: int) -> datasets.DatasetDict:
+    """Hold out `eval_fraction` of the documents (at least one) as "test"; the rest is "train".
+
+    Raises:
+        ValueError: if `eval_fraction` is not strictly between 0 and 1, or leaves no training document.
+    """
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction}")
+    held_out = math.ceil(eval_fraction * len(documents))  # how datasets rounds test_size
+    if held_out >= len(documents):
+        raise ValueError(
+            f"eval_fraction {eval_fraction} of {len(documents)} document(s) holds out {held_out} and leaves none to "
+            "train on: give more documents (a .txt file splits into documents at blank lines)"
+        )
+    return documents.train_test_split(test_size=eval_fraction, seed=seed)
 
 
 def load_tokenizer(args: PretrainArguments, train_documents: datasets.Dataset) -> PreTrainedTokenizerBase:
@@ -167,12 +186,13 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         ValueError: for a bad corpus, tokenizer or model (see the functions above), before any training.
     """
     is_main = training_args.process_index == 0
-    out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main)
+    inputs = (args.world_dir, args.model_dir, args.tokenizer_dir, *(args.train_files or []))
+    out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main, inputs)
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     # The main process makes the world and fills the datasets caches; the others then read them.
     with training_args.main_process_first(desc="corpus and tokenizer"):
         world, documents = load_documents(args, training_args)
-        documents = documents.train_test_split(test_size=args.eval_fraction, seed=training_args.seed)
+        documents = split_documents(documents, args.eval_fraction, training_args.seed)
         tokenizer = load_tokenizer(args, documents["train"])
         examples = {split: build_examples(docs, tokenizer, args.max_length) for split, docs in documents.items()}
     torch.manual_seed(training_args.seed)
@@ -240,4 +260,12 @@ def write_biographies(
     return {f"biography_{name}": value for name, value in biographies["metrics"].items()}
 
 
-__all__ = ["DEFAULTS", "PretrainArguments", "build_model", "load_documents", "load_tokenizer", "pretrain"]
+__all__ = [
+    "DEFAULTS",
+    "PretrainArguments",
+    "build_model",
+    "load_documents",
+    "load_tokenizer",
+    "pretrain",
+    "split_documents",
+]

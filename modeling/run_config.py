@@ -21,8 +21,8 @@ class RunArguments:
     num_threads: int | None = field(
         default=None,
         metadata={
-            "help": "CPU threads per process; default: OMP_NUM_THREADS when set, else the cores free at the start "
-            "shared by this machine's processes (the run config records the number used)"
+            "help": "CPU threads per process; default: OMP_NUM_THREADS when set (accelerate launch sets it, to 1 "
+            "unless told otherwise), else the cores free at the start (the run config records the number used)"
         },
     )
     overwrite_output_dir: bool = field(

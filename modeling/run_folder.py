@@ -1,11 +1,12 @@
 """A run's output folder: a finished run in it is never overwritten by accident, nor ever half-overwritten.
 
 A run is finished once its `metrics.json` exists, and that file is written last. A new run stops before training when
-its folder holds a finished run, unless told to overwrite it; then it deletes `metrics.json` first, so a crash midway
-leaves a folder that reads as unfinished rather than a mix of two runs that reads as finished.
+its folder holds a finished run, unless told to overwrite it; then it deletes `metrics.json` first and the rest of the
+old run after it, so a crash midway leaves a folder that reads as unfinished, never a mix of two runs.
 """
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +16,34 @@ from .scoring import write_json
 FINISHED_MARKER = "metrics.json"
 
 
-def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool, is_main_process: bool = True) -> Path:
-    """Check `out_dir` before a run writes into it (every process checks; only the main one deletes).
+def prepare_output_dir(
+    out_dir: str | os.PathLike,
+    overwrite: bool,
+    is_main_process: bool = True,
+    inputs: tuple[str | os.PathLike | None, ...] = (),
+) -> Path:
+    """Check `out_dir` before a run writes into it (every process checks; only the main one deletes). With
+    `overwrite`, a finished run in it is deleted: `metrics.json` first, then the whole folder.
 
     Raises:
         FileExistsError: if `out_dir` holds a finished run and `overwrite` is False.
+        ValueError: if `overwrite` would delete one of the run's `inputs` (a model, world or data inside `out_dir`).
     """
     out_dir = Path(out_dir)
     marker = out_dir / FINISHED_MARKER
-    if marker.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{out_dir} holds a finished run ({FINISHED_MARKER} is there): choose another output_dir, or pass "
-                "--overwrite_output_dir true to replace it"
-            )
-        if is_main_process:
-            marker.unlink()
+    if not marker.exists():
+        return out_dir
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} holds a finished run ({FINISHED_MARKER} is there): choose another output_dir, or pass "
+            "--overwrite_output_dir true to replace it"
+        )
+    for path in filter(None, inputs):
+        if Path(path).resolve().is_relative_to(out_dir.resolve()):
+            raise ValueError(f"--overwrite_output_dir would delete {out_dir}, which holds this run's input {path}")
+    if is_main_process:
+        marker.unlink()
+        shutil.rmtree(out_dir)
     return out_dir
 
 

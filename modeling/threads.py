@@ -3,9 +3,9 @@ of this machine.
 
 PyTorch starts one OpenMP thread per core, and OpenMP threads spin-wait for each other at every parallel region. On a
 small machine where another process keeps a core busy, the thread that shares a core with it stalls all the others:
-40 steps of the default pre-training on 2 cores took 12.7 s alone but 50.2 s beside one busy Python loop with 2
-threads, and 19.5 s with 1 thread. Counting the cores that are idle, instead of all cores, keeps the fast setting on a
-free machine and the steady one on a busy machine; `scripts/bench_threads.py` measures both cases.
+40 training steps of the default model size on 2 cores took 5.2 s alone but 18.0 s beside one busy Python loop with 2
+threads, and 9.8 s with 1 thread (`scripts/bench_threads.py`). Counting the cores that are idle, instead of all cores,
+keeps the fast setting on a free machine and the steady one on a busy machine.
 """
 
 import os

@@ -3,7 +3,7 @@
 python scripts/pretrain.py                                   # the embedded default config
 python scripts/pretrain.py configs/tiny.yaml                 # a config file overrides the defaults
 python scripts/pretrain.py configs/tiny.yaml --num_train_epochs 2   # flags override the file
-accelerate launch --num_processes 2 scripts/pretrain.py configs/tiny.yaml
+accelerate launch --config_file configs/accelerate/cpu_2_processes.yaml scripts/pretrain.py configs/tiny.yaml
 """
 
 import sys

@@ -43,6 +43,12 @@ def test_save_to_disk_folders_and_another_text_field(tmp_path):
     assert list(corpus["text"]) == ["saved one", "saved two", "train doc"]
 
 
+def test_a_text_field_applies_to_json_lines_beside_txt_files(files):
+    (files / "c.jsonl").write_text('{"body": "from body"}\n')
+    corpus = load_corpus([files / "a.txt", files / "c.jsonl"], text_field="body")
+    assert list(corpus["text"])[-2:] == ["Third block.", "from body"]
+
+
 def test_blank_documents_are_dropped(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"text": "   "}\n{"text": "kept"}\n')
     assert list(load_corpus([tmp_path / "c.jsonl"])["text"]) == ["kept"]
@@ -57,6 +63,8 @@ def test_blank_documents_are_dropped(tmp_path):
         ("empty.jsonl", "body", ValueError, "holds no text"),
         ("nulls.jsonl", "body", ValueError, "nulls.jsonl: document 1 has no text in 'body'"),
         ("empty_dir", "text", ValueError, "neither a save_to_disk folder nor a folder of .txt files"),
+        ("blank.txt", "text", ValueError, "blank.txt is empty"),
+        ("garbled.jsonl", "text", ValueError, "garbled.jsonl could not be read"),
     ],
 )
 def test_bad_corpora_name_the_problem(files, name, text_field, error, message):
@@ -64,6 +72,8 @@ def test_bad_corpora_name_the_problem(files, name, text_field, error, message):
     (files / "empty.jsonl").write_text('{"body": ""}\n')
     (files / "nulls.jsonl").write_text('{"body": "a"}\n{"other": "b"}\n')
     (files / "empty_dir").mkdir()
+    (files / "blank.txt").write_text("\n \n")
+    (files / "garbled.jsonl").write_text('{"text": "fine"}\nnot json\n')
     with pytest.raises(error, match=message):
         load_corpus([files / name], text_field=text_field)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO, accelerate_launch, checkout_env, tiny_model
-from peft import PeftModel
+from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback
 from trl import SFTConfig
 
 from modeling import LSTMForCausalLM, train_tokenizer
 from modeling.adapters import BASE_MODEL_FILE
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer, finetune, load_sft_dataset
+from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer, finetune, load_sft_dataset, lora_config
 from modeling.run_config import parse_run_config
 from modeling.scoring import score_questions
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, load_world_datasets, save_world
@@ -191,11 +191,15 @@ def test_accelerate_launch_fine_tunes_on_two_processes(base, tmp_path):
     script = [str(REPO / "scripts" / "finetune.py"), str(REPO / "configs" / "finetune_tiny.yaml")]
     script += ["--model_dir", base.model_dir, "--world_dir", base.world_dir, "--output_dir", str(out)]
     script += ["--finetune_size", "8", "--num_train_epochs", "2", "--per_device_train_batch_size", "2"]
-    result = accelerate_launch(*script, tmp_path=tmp_path)
+    result = accelerate_launch(*script, "--eval_strategy", "epoch", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("finetune: wrote") == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
+    # The last evaluation's factuality figures reach metrics.json.
+    history = json.loads((out / "log_history.json").read_text())["log_history"]
+    last_evaluation = [e for e in history if "eval_loss" in e][-1]
+    assert metrics["eval_finetune_exact_match"] == last_evaluation["eval_finetune_exact_match"]
     # 8 examples, 2 per process and step, 2 processes: 2 steps an epoch, 4 in all.
     assert [e["step"] for e in json.loads((out / "log_history.json").read_text())["log_history"]][-1] == 4
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.hidden_size == 64
@@ -279,7 +283,7 @@ def test_training_goes_on_from_a_saved_adapter(base, lora_run, tmp_path):
     for name, param in saved.named_parameters():
         if "lora_" in name:
             assert torch.equal(param, trainable[name]), name
-    with pytest.raises(ValueError, match="set use_lora too"):
+    with pytest.raises(ValueError, match="adapter_dir or lora_target_modules is set, but use_lora is not"):
         build_trainer(replace(args, use_lora=False), sft_config(tmp_path))
 
 
@@ -328,3 +332,33 @@ def test_lora_targets_that_would_not_train_or_merge_cleanly_are_refused(base, tm
     args = replace(base, use_lora=True, lora_target_modules=modules)
     with pytest.raises(ValueError, match=message):
         build_trainer(args, sft_config(tmp_path))
+
+
+def test_examples_that_max_length_would_cut_are_refused(base, tmp_path):
+    """TRL truncates silently; a cut example would lose its answer's end and its eos, so the run stops instead."""
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    rows = load_sft_dataset(base)
+    prompts = [len(tokenizer(row["prompt"])["input_ids"]) for row in rows]
+    full = [len(tokenizer(row["prompt"] + row["completion"])["input_ids"]) + 1 for row in rows]  # + eos
+    max_length = max(prompts) + 1  # every prompt fits, so TRL keeps every example
+    cut = sum(length > max_length for length in full)
+    assert 0 < cut < len(rows)
+    with pytest.raises(ValueError, match=rf"{cut} of 6 fine-tuning examples are longer than max_length={max_length}"):
+        build_trainer(base, sft_config(tmp_path, max_length=max_length))
+    build_trainer(base, sft_config(tmp_path, max_length=max(full)))  # all fit exactly: no error
+
+
+def test_lora_settings_without_use_lora_are_refused(base, tmp_path):
+    with pytest.raises(ValueError, match="lora_target_modules is set, but use_lora is not"):
+        build_trainer(replace(base, lora_target_modules=["embeddings"]), sft_config(tmp_path))
+
+
+def test_an_adapter_with_weights_for_modules_the_model_lacks_is_refused(base, tmp_path):
+    """An adapter made elsewhere (no base_model.json) for a 2-layer model, loaded onto the 1-layer base: PEFT would
+    load layer 0's adapters and drop layer 1's without a word."""
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    two_layers = tiny_model(tokenizer, hidden_size=64, num_layers=2)
+    config = lora_config(replace(base, use_lora=True, lora_r=2))
+    get_peft_model(two_layers, config).save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ValueError, match=r"4 of its weights have no place in it, e\.g\. .*layers\.1\.lstm"):
+        load_model_and_tokenizer(base.model_dir, tmp_path / "adapter")

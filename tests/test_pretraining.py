@@ -118,15 +118,35 @@ def test_a_finished_run_is_not_overwritten_unless_asked(corpus_run, tmp_path):
     assert {p: p.read_bytes() for p in corpus_run.rglob("*") if p.is_file()} == before
 
 
-def test_an_overwriting_run_unmarks_the_finished_one_before_it_writes(corpus_run, tmp_path):
-    """With --overwrite_output_dir the old metrics.json goes first: a run that then fails leaves a folder that reads
-    as unfinished, never the old run's results beside the new run's files."""
+def test_an_overwriting_run_deletes_the_finished_one_before_it_writes(corpus_run, tmp_path):
+    """With --overwrite_output_dir the old run goes first, marker first: a run that then fails leaves no folder that
+    reads as finished, and no file of the old run beside the new run's."""
     folder = shutil.copytree(corpus_run, tmp_path / "run")
     args = parse("--train_files", str(tmp_path / "missing.txt"), "--output_dir", str(folder))
     args[0].overwrite_output_dir = True
     with pytest.raises(FileNotFoundError, match="missing.txt does not exist"):
         pretrain(*args)
-    assert not (folder / "metrics.json").exists() and (folder / "model").is_dir()
+    assert not folder.exists()
+
+
+def test_overwriting_a_run_that_holds_the_inputs_is_refused(corpus_run, tmp_path):
+    folder = shutil.copytree(corpus_run, tmp_path / "run")
+    args = parse("--model_dir", str(folder / "model"), "--train_files", str(corpus_run.parent / "notes.txt"))
+    args[0].overwrite_output_dir, args[1].output_dir = True, str(folder)
+    with pytest.raises(ValueError, match="would delete .*run, which holds this run's input .*model"):
+        pretrain(*args)
+    assert (folder / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "fraction, message",
+    [(0.0, "eval_fraction must be between 0 and 1"), (0.5, "holds out 1 and leaves none to train on")],
+)
+def test_a_held_out_slice_that_leaves_nothing_to_train_on_is_refused(tmp_path, fraction, message):
+    (tmp_path / "one.txt").write_text("A single document.")
+    args = ["--train_files", str(tmp_path / "one.txt"), "--eval_fraction", str(fraction)]
+    with pytest.raises(ValueError, match=message):
+        pretrain(*parse(*args, "--output_dir", str(tmp_path / "run")))
 
 
 def test_continuing_a_model_with_a_tokenizer_that_does_not_fit_stops_before_training(corpus_run, tmp_path):
