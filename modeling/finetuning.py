@@ -172,19 +172,29 @@ def check_lora_targets(target_modules: list[str], model: PreTrainedModel) -> Non
         )
 
 
-def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualitySFTTrainer:
+def build_trainer(
+    args: FinetuneArguments,
+    sft_config: SFTConfig,
+    train_dataset: datasets.Dataset | None = None,
+    factuality_sets: dict[str, datasets.Dataset] | None = None,
+) -> FactualitySFTTrainer:
     """An SFT trainer over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
-    data of `load_sft_dataset`. On world data its evaluations take the loss on the held-out known people's answers
-    and score `args.factuality_sets` (see `FactualitySFTTrainer`).
+    data of `load_sft_dataset` (or `train_dataset`, prompt/completion rows). On world data its evaluations take the
+    loss on the held-out known people's answers and score `args.factuality_sets` (or `factuality_sets`: name -> QA
+    rows; see `FactualitySFTTrainer`).
 
     Raises:
         ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
             tokenizer (`args.tokenizer_dir`) or an adapter (`args.adapter_dir`) that does not fit the model.
     """
-    train_dataset = load_sft_dataset(args)
-    factuality_sets, eval_dataset = {}, None
+    if train_dataset is None:
+        train_dataset = load_sft_dataset(args)
+    eval_dataset = None
     if args.data_file is None:
         splits = load_world_datasets(args.world_dir)
+        eval_dataset = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
+    if factuality_sets is None and args.data_file is None:
+        factuality_sets = {}
         for name in args.factuality_sets:
             if name != "finetune" and name not in splits:
                 raise ValueError(
@@ -192,7 +202,6 @@ def build_trainer(args: FinetuneArguments, sft_config: SFTConfig) -> FactualityS
                 )
             rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
             factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
-        eval_dataset = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
     if args.tokenizer_dir is not None:
         check_tokenizer_fits(model.config, args.tokenizer_dir)

@@ -55,16 +55,23 @@ def parse_run_config(
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def save_run_config(out_dir: str | os.PathLike, *configs: Any) -> Path:
-    """Write the resolved configuration (one section per dataclass) to `out_dir/run_config.yaml`."""
+def run_config_sections(*configs: Any) -> dict[str, dict[str, Any]]:
+    """The resolved configuration as `run_config.yaml` holds it: one section of plain values per dataclass."""
     sections = {}
     for config in configs:
         values = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
         sections[type(config).__name__] = {k: v for k, v in values.items() if not k.startswith("_")}
+    # Through YAML and back, so that what was written compares equal to what is recomputed (tuples become lists).
+    return yaml.safe_load(yaml.safe_dump(sections))
+
+
+def save_run_config(out_dir: str | os.PathLike, *configs: Any) -> Path:
+    """Write the resolved configuration (one section per dataclass) to `out_dir/run_config.yaml`."""
+    sections = run_config_sections(*configs)
     path = Path(out_dir) / "run_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(sections, sort_keys=True, default_flow_style=False), encoding="utf-8")
     return path
 
 
-__all__ = ["RunArguments", "parse_run_config", "save_run_config"]
+__all__ = ["RunArguments", "parse_run_config", "run_config_sections", "save_run_config"]

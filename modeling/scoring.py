@@ -146,14 +146,24 @@ def score_questions(
 
 @torch.inference_mode()
 def continue_prompts(
-    model: PreTrainedModel, tokenizer: LSTMTokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64
+    model: PreTrainedModel,
+    tokenizer: LSTMTokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 64,
+    **sampling,
 ) -> list[str]:
-    """Greedy continuations of `prompts` (without the prompts), in left-padded batches."""
+    """Continuations of `prompts` (without the prompts), in left-padded batches: greedy, or as `sampling` asks
+    (`generate` options such as `do_sample=True, temperature=0.5, num_return_sequences=4`, whose continuations of one
+    prompt come one after another)."""
     model.eval()
     continuations = []
     for batch in _left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
-            **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+            **batch,
+            **{"do_sample": False, **sampling},
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
         )
         continuations += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return continuations

@@ -9,19 +9,28 @@ from trl import SFTConfig
 
 from modeling import finetuning, pretraining
 from modeling.run_config import parse_run_config
+from modeling.study import StudyArguments
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "pretrain": ((pretraining.PretrainArguments, TrainingArguments), pretraining.DEFAULTS),
     "finetune": ((finetuning.FinetuneArguments, SFTConfig), finetuning.DEFAULTS),
+    "study": ((StudyArguments,), None),
 }
+CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "study").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_a_run_config_names_its_command_and_parses(path):
     first_line = path.read_text().splitlines()[0]
-    command = re.match(rf"# python scripts/(\w+)\.py configs/{re.escape(path.name)}\b", first_line)
+    relative = path.relative_to(REPO).as_posix()
+    command = re.match(rf"# python scripts/(\w+)\.py {re.escape(relative)}\b", first_line)
     assert command and command.group(1) in SCRIPTS, first_line
     dataclass_types, defaults = SCRIPTS[command.group(1)]
     parsed = parse_run_config(dataclass_types, [str(path)], defaults)
-    assert parsed[1].output_dir.startswith("runs/")
+    assert parsed[-1].output_dir.startswith("runs/")
+    if command.group(1) == "study":  # the configs it names exist and parse too
+        study = parsed[0]
+        for name, config in (("pretrain", study.pretrain_config), ("finetune", study.finetune_config)):
+            types, defaults = SCRIPTS[name]
+            parse_run_config(types, [str(REPO / config)], defaults)

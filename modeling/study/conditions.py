@@ -1,0 +1,170 @@
+"""One condition of the study: draw its fine-tune set, fine-tune past convergence, and record the factuality figures
+after every epoch on the fine-tune set and on people never fine-tuned on.
+
+The held-out people of the world are split in two by person: `dev` (for choosing, e.g. the early-stopping epoch)
+and `test` (the figures the study reports as "heldout"), so that nothing reported was used to choose.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import datasets
+from transformers import IntervalStrategy, TrainerCallback
+from trl import SFTConfig
+
+from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
+from ..finetuning import DEFAULTS as FINETUNE_DEFAULTS
+from ..finetuning import FinetuneArguments, build_trainer
+from ..run_config import parse_run_config
+from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
+from .config import Condition, StudyArguments
+
+HELDOUT_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
+
+
+def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
+    """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the world's held-out questions, people with an even
+    id in dev and an odd id in test (ids are drawn at random, so both halves mix every exposure)."""
+    splits = load_world_datasets(world_dir)
+    halves = {}
+    for group in ("known", "unknown"):
+        rows = splits[qa_split_name(group, "heldout")]
+        halves[f"dev_{group}"] = rows.filter(lambda person_id: person_id % 2 == 0, input_columns="person_id")
+        halves[f"test_{group}"] = rows.filter(lambda person_id: person_id % 2 == 1, input_columns="person_id")
+    return halves
+
+
+def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) -> datasets.Dataset:
+    """The condition's fine-tune set, with the world's QA columns and `answer` as the training target.
+
+    `filter_unknown` drops the questions whose fact the probe found unknown; `abstention` answers them
+    " I don't know" instead (R-Tuning, Zhang et al. 2024, with the probe deciding what the model does not know).
+    """
+    drawn = draw_finetune_set(world, condition.finetune_size, condition.fraction_unknown, seed)
+    if condition.mitigation == "none":
+        return drawn
+    unknown = {(f["person_id"], f["attribute"]) for f in probe["facts"] if f["category"] == "unknown"}
+
+    def probed_unknown(person_id: int, attribute: str) -> bool:
+        return (person_id, attribute) in unknown
+
+    if condition.mitigation == "filter_unknown":
+        return drawn.filter(lambda p, a: not probed_unknown(p, a), input_columns=["person_id", "attribute"])
+    abstain = format_answer(ABSTAIN_ANSWER)
+    return drawn.map(
+        lambda row: {"answer": abstain if probed_unknown(row["person_id"], row["attribute"]) else row["answer"]}
+    )
+
+
+class ConditionProgress(TrainerCallback):
+    """One line per evaluation: where the condition stands."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        figures = {k: metrics.get(f"eval_{k}_exact_match") for k in ("finetune_known", "finetune_unknown")}
+        fitted = ", ".join(f"{k.split('_')[1]} {v:.2f}" for k, v in figures.items() if v is not None)
+        print(
+            f"study: {self.name} epoch {state.epoch:.0f}: fitted {fitted}; held-out known accuracy "
+            f"{metrics['eval_test_known_accuracy']:.2f}, unknown hallucination "
+            f"{metrics['eval_test_unknown_hallucination_rate']:.2f}",
+            flush=True,
+        )
+
+
+def per_epoch_records(log_history: list[dict], set_sizes: dict[str, int]) -> list[dict]:
+    """The study's per-epoch record from each evaluation of `log_history` (see results.json in the README)."""
+    records = []
+    for entry in (e for e in log_history if "eval_loss" in e):
+        fitted = {group: entry.get(f"eval_finetune_{group}_exact_match") for group in ("known", "unknown")}
+        counted = [(fitted[g], set_sizes.get(f"finetune_{g}", 0)) for g in fitted if fitted[g] is not None]
+        record = {
+            "epoch": round(entry["epoch"]),
+            "train_accuracy": sum(v * n for v, n in counted) / sum(n for _, n in counted),
+            "train_accuracy_known": fitted["known"],
+            "train_accuracy_unknown": fitted["unknown"],
+        }
+        for half, label in (("test", "heldout"), ("dev", "dev")):
+            for group in ("known", "unknown"):
+                for figure in HELDOUT_FIGURES:
+                    record[f"{label}_{group}_{figure}"] = entry.get(f"eval_{half}_{group}_{figure}")
+            for category in ("highly_known", "weakly_known"):
+                record[f"{label}_{category}_accuracy"] = entry.get(f"eval_{half}_known_{category}_accuracy")
+        records.append(record)
+    return records
+
+
+def run_condition(
+    condition: Condition,
+    args: StudyArguments,
+    pretrain_dir: Path,
+    world: World,
+    probe: dict,
+    heldout: dict[str, datasets.Dataset],
+) -> dict:
+    """Fine-tune one condition and return its result (see `per_epoch_records`); writes nothing itself."""
+    start = time.perf_counter()
+    overrides = ["--model_dir", str(pretrain_dir / "model"), "--world_dir", str(pretrain_dir / "world")]
+    overrides += ["--output_dir", str(Path(args.output_dir) / "conditions" / condition.name)]
+    overrides += ["--use_lora", str(condition.method == "lora"), "--seed", str(args.seed)]
+    overrides += ["--save_strategy", "no", "--report_to", "none"]
+    if condition.method == "lora" and args.lora_learning_rate is not None:
+        overrides += ["--learning_rate", str(args.lora_learning_rate)]
+    finetune_args, sft_config = parse_run_config(
+        (FinetuneArguments, SFTConfig), [args.finetune_config, *overrides], FINETUNE_DEFAULTS
+    )
+    rows = finetune_rows(world, condition, probe, args.seed)
+    if len(rows) == 0:
+        print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
+        return {**_description(condition), "num_examples": 0, "set_sizes": {}, "per_epoch": [], "skipped": True}
+    # An evaluation every `eval_every` epochs, counted in optimizer steps.
+    sequences_per_step = sft_config.per_device_train_batch_size * sft_config.world_size
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / sequences_per_step) / sft_config.gradient_accumulation_steps)
+    sft_config.eval_strategy = IntervalStrategy.STEPS
+    sft_config.eval_steps = steps_per_epoch * args.eval_every
+    sets = {f"finetune_{g}": rows.filter(lambda x, g=g: x == g, input_columns="group") for g in ("known", "unknown")}
+    sets = {name: questions for name, questions in {**sets, **heldout}.items() if len(questions)}
+    trainer = build_trainer(
+        finetune_args, sft_config, train_dataset=rows.rename_column("answer", "completion"), factuality_sets=sets
+    )
+    trainer.add_callback(ConditionProgress(condition.name))
+    trainer.train()
+    set_sizes = {name: len(questions) for name, questions in sets.items()}
+    return {
+        **_description(condition),
+        "num_examples": len(rows),
+        "set_sizes": set_sizes,
+        "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
+        "per_epoch": per_epoch_records(trainer.state.log_history, set_sizes),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _description(condition: Condition) -> dict:
+    return {
+        "name": condition.name,
+        "fraction_unknown": condition.fraction_unknown,
+        "method": condition.method,
+        "mitigation": condition.mitigation,
+        "finetune_size": condition.finetune_size,
+    }
+
+
+def early_stopped(plain: dict) -> dict:
+    """The early-stopping mitigation read off a plain run: the epoch with the best dev accuracy on known people (the
+    earliest of ties), which is the checkpoint `EarlyStoppingCallback` with `load_best_model_at_end` keeps."""
+    scores = [record["dev_known_accuracy"] for record in plain["per_epoch"]]
+    best = scores.index(max(scores))
+    return {
+        **plain,
+        "name": plain["name"].replace("_none", "_early_stopping"),
+        "mitigation": "early_stopping",
+        "selected_epoch": plain["per_epoch"][best]["epoch"],
+        "per_epoch": plain["per_epoch"][: best + 1],
+        "seconds": 0.0,
+    }
+
+
+__all__ = ["early_stopped", "finetune_rows", "heldout_splits", "per_epoch_records", "run_condition"]

@@ -1,0 +1,266 @@
+"""The study's plots and `report.md`: what was run, the figures with 95% intervals, and each finding of Gekhman et al.
+(2024) checked against ours."""
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs happen on machines without a display
+import matplotlib.pyplot as plt
+
+Z95 = 1.959964  # two-sided 95% quantile of the standard normal
+
+
+def wilson_interval(rate: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion `rate` observed over `n` trials (Wilson, 1927); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    centre = (rate + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(rate * (1 - rate) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _with_interval(rate: float | None, n: int) -> str:
+    if rate is None:
+        return "n/a"
+    low, high = wilson_interval(rate, n)
+    return f"{rate:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _plain(conditions: list[dict], method: str = "full", size: int | None = None) -> list[dict]:
+    return sorted(
+        (
+            c
+            for c in conditions
+            if c["mitigation"] == "none" and c["method"] == method and (size is None or c["finetune_size"] == size)
+        ),
+        key=lambda c: c["fraction_unknown"],
+    )
+
+
+def _find(conditions: list[dict], fraction: float, mitigation: str, size: int) -> dict | None:
+    for c in conditions:
+        if (c["fraction_unknown"], c["mitigation"], c["method"], c["finetune_size"]) == (
+            fraction,
+            mitigation,
+            "full",
+            size,
+        ):
+            return c
+    return None
+
+
+def _answered_accuracy(record: dict) -> tuple[float, float]:
+    """Accuracy on the answered held-out known questions, and the share answered."""
+    answered = 1 - record["heldout_known_abstention_rate"]
+    return (record["heldout_known_accuracy"] / answered if answered else 0.0), answered
+
+
+def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for c in _plain(conditions, size=size):
+        epochs = [r["epoch"] for r in c["per_epoch"]]
+        label = f"{c['fraction_unknown']:.0%} unknown"
+        left.plot(epochs, [r["heldout_known_accuracy"] for r in c["per_epoch"]], "o-", label=label)
+        right.plot(epochs, [r["heldout_unknown_hallucination_rate"] for r in c["per_epoch"]], "o-", label=label)
+    left.set_title("Held-out known people: accuracy")
+    right.set_title("Held-out unknown people: hallucination rate")
+    for ax in (left, right):
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(title="fine-tune set")
+    fig.suptitle("Fine-tuning on facts the model never saw (full fine-tuning)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fitting(condition: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in condition["per_epoch"]]
+    for key, label in (("train_accuracy_known", "known people"), ("train_accuracy_unknown", "unknown people")):
+        values = [r[key] for r in condition["per_epoch"]]
+        if all(v is not None for v in values):
+            ax.plot(epochs, values, "o-", label=label)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("share of fine-tune answers fitted")
+    ax.set_title(f"How fast each kind is fitted ({condition['fraction_unknown']:.0%} unknown)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
+    runs = sorted(
+        (
+            c
+            for c in conditions
+            if c["mitigation"] == "none" and c["method"] == "full" and c["fraction_unknown"] == fraction
+        ),
+        key=lambda c: c["finetune_size"],
+    )
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [c["finetune_size"] for c in runs]
+    ax.plot(sizes, [c["per_epoch"][-1]["heldout_known_accuracy"] for c in runs], "o-", label="at the last epoch")
+    ax.plot(sizes, [max(r["heldout_known_accuracy"] for r in c["per_epoch"]) for c in runs], "s--", label="best epoch")
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tune set size (questions)")
+    ax.set_ylabel("held-out known accuracy")
+    ax.set_title(f"Accuracy vs fine-tune set size ({fraction:.0%} unknown)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
+    figures = (
+        ("heldout_known_accuracy", "known: accuracy"),
+        ("heldout_unknown_hallucination_rate", "unknown: hallucination"),
+        ("heldout_unknown_abstention_rate", "unknown: abstention"),
+    )
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / len(rows)
+    for index, (label, record) in enumerate(rows):
+        positions = [i + index * width for i in range(len(figures))]
+        ax.bar(positions, [record[key] for key, _ in figures], width, label=label)
+    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(figures))], [name for _, name in figures])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("rate on held-out people")
+    ax.set_title("Mitigations against the plain run at the same share of unknown facts")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _epochs_to_fit(condition: dict, key: str, level: float = 0.9) -> int | None:
+    return next((r["epoch"] for r in condition["per_epoch"] if (r[key] or 0) >= level), None)
+
+
+def write_report(results: dict, out_dir: Path) -> Path:
+    """Write the plots and `report.md` for `results` (the content of results.json) into `out_dir`."""
+    config = results["config"]
+    skipped = [c["name"] for c in results["conditions"] if c.get("skipped")]
+    conditions = [c for c in results["conditions"] if not c.get("skipped")]
+    size, fraction = config["finetune_size"], config["mitigation_fraction"]
+    plot_headline(conditions, size, out_dir / "headline.png")
+    plain = _find(conditions, fraction, "none", size)
+    if plain:
+        plot_fitting(plain, out_dir / "fitting.png")
+    plot_sizes(conditions, config["size_fraction"], out_dir / "sizes.png")
+    mitigation_rows = [("plain, last epoch", plain["per_epoch"][-1])] if plain else []
+    for mitigation in ("early_stopping", "filter_unknown", "abstention"):
+        found = _find(conditions, fraction, mitigation, size)
+        if found:
+            mitigation_rows.append((mitigation.replace("_", " "), found["per_epoch"][-1]))
+    if mitigation_rows:
+        plot_mitigations(mitigation_rows, out_dir / "mitigations.png")
+
+    lines = ["# Fine-tuning hallucination study", ""]
+    lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
+    lines += ["Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings"].items()), ""]
+    lines += ["## What pre-training taught (probe, per designed category)", ""]
+    lines += ["| designed | highly known | maybe known | weakly known | unknown |", "|---|---|---|---|---|"]
+    for designed, counts in results["probe"]["agreement"].items():
+        total = sum(counts.values()) or 1
+        lines.append(f"| {designed} | " + " | ".join(f"{counts[c] / total:.2f}" for c in counts) + " |")
+    lines += ["", "## Every condition at its last epoch (95% Wilson intervals over held-out test questions)", ""]
+    lines += [
+        "| condition | epochs | fitted known / unknown | held-out known accuracy | held-out known hallucination | "
+        "held-out unknown hallucination | held-out unknown abstention |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in conditions:
+        r, n = c["per_epoch"][-1], c["set_sizes"]
+        fitted = " / ".join(
+            "n/a" if r[k] is None else f"{r[k]:.2f}" for k in ("train_accuracy_known", "train_accuracy_unknown")
+        )
+        lines.append(
+            f"| {c['name']} | {r['epoch']} | {fitted} | "
+            f"{_with_interval(r['heldout_known_accuracy'], n['test_known'])} | "
+            f"{_with_interval(r['heldout_known_hallucination_rate'], n['test_known'])} | "
+            f"{_with_interval(r['heldout_unknown_hallucination_rate'], n['test_unknown'])} | "
+            f"{_with_interval(r['heldout_unknown_abstention_rate'], n['test_unknown'])} |"
+        )
+    if skipped:
+        lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
+    lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
+    lines += _findings(conditions, config)
+    lines += ["", "![headline](headline.png)", "", "![fitting](fitting.png)", "", "![sizes](sizes.png)", ""]
+    lines += ["![mitigations](mitigations.png)", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _verdict(holds: bool) -> str:
+    return "**reproduced**" if holds else "**not reproduced**"
+
+
+def _findings(conditions: list[dict], config: dict) -> list[str]:
+    """One paragraph per finding: theirs, ours, and whether ours agrees (by the point estimates; the intervals in the
+    table above say how far to trust a small difference)."""
+    size, fraction = config["finetune_size"], config["mitigation_fraction"]
+    lines = []
+    grid = _plain(conditions, size=size)
+    if len(grid) >= 2:
+        first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
+        holds = last["heldout_known_accuracy"] < first["heldout_known_accuracy"]
+        lines.append(
+            f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
+            f"Ours, at the last epoch: {first['heldout_known_accuracy']:.2f} with "
+            f"{grid[0]['fraction_unknown']:.0%} unknown, {last['heldout_known_accuracy']:.2f} with "
+            f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds)}."
+        )
+    plain = _find(conditions, fraction, "none", size)
+    stopped = _find(conditions, fraction, "early_stopping", size)
+    if plain and stopped:
+        early, late = (
+            stopped["per_epoch"][-1]["heldout_known_accuracy"],
+            plain["per_epoch"][-1]["heldout_known_accuracy"],
+        )
+        lines.append(
+            f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
+            f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
+            f"{late:.2f} at the last epoch, a drop of {100 * (early - late):.0f} points: {_verdict(early > late)}."
+        )
+    if plain and plain["per_epoch"][-1]["train_accuracy_unknown"] is not None:
+        known, unknown = (_epochs_to_fit(plain, k) for k in ("train_accuracy_known", "train_accuracy_unknown"))
+        holds = known is not None and (unknown is None or unknown > known)
+        lines.append(
+            f"3. Unknown examples are fitted more slowly than known ones (theirs: yes). Ours: 90% of the known ones "
+            f"fitted by epoch {known}, of the unknown ones by epoch {unknown}: {_verdict(holds)}."
+        )
+    filtered = _find(conditions, fraction, "filter_unknown", size)
+    if plain and filtered:
+        kept, full = (
+            filtered["per_epoch"][-1]["heldout_known_accuracy"],
+            plain["per_epoch"][-1]["heldout_known_accuracy"],
+        )
+        lines.append(
+            f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
+            f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
+            f"{_verdict(kept >= full - 0.02)}."
+        )
+    abstained = _find(conditions, fraction, "abstention", size)
+    if plain and abstained:
+        accuracy, answered = _answered_accuracy(abstained["per_epoch"][-1])
+        plain_accuracy, plain_answered = _answered_accuracy(plain["per_epoch"][-1])
+        lines.append(
+            f'5. Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions (theirs: '
+            f"61.8% on about 56% answered, against 38.8%). Ours: {accuracy:.2f} on {answered:.0%} answered, against "
+            f"{plain_accuracy:.2f} on {plain_answered:.0%}: {_verdict(accuracy > plain_accuracy)}."
+        )
+    return lines
+
+
+__all__ = ["wilson_interval", "write_report"]

@@ -1,0 +1,139 @@
+"""The study on a tiny config: every stage runs with the real Trainer, PEFT and metric, writes its artefacts, and a
+re-run skips what is finished and redoes what is corrupt. The figures of so small a model mean nothing; the tests
+check the pipeline, not the science."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modeling.run_config import parse_run_config
+from modeling.study import StudyArguments, plan_conditions, run_study
+from modeling.study import runner as study_runner
+from modeling.study.conditions import early_stopped
+from modeling.study.probe import probe_category, sentence_openings, states_value
+from modeling.study.report import wilson_interval
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD_FIELDS = {
+    "epoch", "train_accuracy", "train_accuracy_known", "train_accuracy_unknown", "heldout_known_accuracy",
+    "heldout_known_hallucination_rate", "heldout_unknown_hallucination_rate", "heldout_unknown_abstention_rate",
+    "heldout_known_auroc",
+}  # fmt: skip
+
+
+def tiny_args(out: Path, *flags: str) -> StudyArguments:
+    argv = [str(REPO / "configs" / "study" / "tiny.yaml"), "--output_dir", str(out)]
+    argv += ["--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
+    argv += ["--finetune_config", str(REPO / "configs" / "study" / "finetune_tiny.yaml"), *flags]
+    return parse_run_config((StudyArguments,), argv)[0]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    return run_study(tiny_args(tmp_path_factory.mktemp("study") / "run"))
+
+
+def test_results_hold_every_condition_with_its_per_epoch_records(study):
+    results = json.loads((study / "results.json").read_text())
+    assert set(results) >= {"config", "probe", "conditions", "timings"}
+    planned = [c.name for c in plan_conditions(tiny_args(study))]
+    names = [c["name"] for c in results["conditions"]]
+    assert names == [*planned, "full_u0.5_n6_early_stopping"]
+    for condition in results["conditions"]:
+        if condition.get("skipped"):
+            assert condition["mitigation"] == "filter_unknown" and condition["num_examples"] == 0
+            continue
+        assert {"fraction_unknown", "method", "mitigation", "finetune_size"} <= set(condition)
+        epochs = [record["epoch"] for record in condition["per_epoch"]]
+        assert all(RECORD_FIELDS <= set(record) for record in condition["per_epoch"])
+        if condition["mitigation"] != "early_stopping":
+            assert epochs == list(range(10, 81, 10))  # an evaluation every 10 epochs of 80
+    # The probe covers every fact of every person: 40 people x 6 attributes.
+    assert sum(sum(counts.values()) for counts in results["probe"]["agreement"].values()) == 240
+
+
+def test_the_fine_tune_set_is_learned(study):
+    results = json.loads((study / "results.json").read_text())
+    plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
+    assert max(record["train_accuracy"] for record in plain["per_epoch"]) == 1.0
+    assert plain["per_epoch"][0]["train_accuracy"] == 0.0  # learned by fine-tuning, not known before
+
+
+def test_plots_and_report_are_written(study):
+    for name in ("headline", "fitting", "sizes", "mitigations"):
+        assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (study / "report.md").read_text()
+    assert "## The findings of Gekhman et al. (2024), checked one by one" in report
+    results = json.loads((study / "results.json").read_text())
+    for condition in results["conditions"]:
+        if not condition.get("skipped"):
+            assert f"| {condition['name']} |" in report
+
+
+def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(study_runner, "pretrain", must_not_run)
+    monkeypatch.setattr(study_runner, "probe_knowledge", must_not_run)
+    corrupt = study / "conditions" / "full_u0_n6_none.json"
+    corrupt.write_text(corrupt.read_text()[:100])  # cut short, as a crash mid-write of a non-atomic file would
+    ran = []
+    real_run_condition = study_runner.run_condition
+
+    def counting(condition, *args, **kwargs):
+        ran.append(condition.name)
+        return real_run_condition(condition, *args, **kwargs)
+
+    monkeypatch.setattr(study_runner, "run_condition", counting)
+    run_study(tiny_args(study))
+    assert ran == ["full_u0_n6_none"]
+    assert json.loads(corrupt.read_text())["per_epoch"]
+
+
+@pytest.mark.parametrize(
+    "greedy, sampled, expected",
+    [
+        ([True] * 4, [], "highly_known"),
+        ([True, False, False, False], [False], "maybe_known"),
+        ([False] * 4, [False, True], "weakly_known"),
+        ([False] * 4, [False] * 8, "unknown"),
+    ],
+)
+def test_probe_categories(greedy, sampled, expected):
+    assert probe_category(greedy, sampled) == expected
+
+
+def test_probe_prompts_and_answer_matching():
+    assert sentence_openings("Ada Faye Lovelace", "birth_city") == [
+        "Ada Faye Lovelace was born in",
+        "Ada Faye Lovelace hails from",
+        "Ada Faye Lovelace spent the first years of life in",
+        "The birthplace of Ada Faye Lovelace is",
+    ]
+    assert states_value(" Paris. She studied", "Paris")
+    assert states_value(" new-york", "New York")
+    assert not states_value(" Parisville", "Paris")
+    assert not states_value(" London", "Paris")
+
+
+def test_wilson_interval_matches_hand_computation():
+    # p = 0.5, n = 10: centre 0.5, half-width 1.96 * sqrt(0.025 + 0.0096) / 1.384 = 0.2634.
+    assert wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0.0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+    assert wilson_interval(0.3, 0) == (0.0, 1.0)
+
+
+def test_early_stopping_takes_the_earliest_best_dev_epoch():
+    records = [{"epoch": e, "dev_known_accuracy": a} for e, a in [(1, 0.2), (2, 0.6), (3, 0.6), (4, 0.4)]]
+    stopped = early_stopped({"name": "full_u0.5_n6_none", "per_epoch": records, "mitigation": "none"})
+    assert (stopped["selected_epoch"], stopped["mitigation"], len(stopped["per_epoch"])) == (2, "early_stopping", 2)
+    assert stopped["name"] == "full_u0.5_n6_early_stopping"
+
+
+def test_bad_study_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"methods has \['qlora'\]"):
+        tiny_args(tmp_path, "--methods", "full", "qlora")
+    with pytest.raises(ValueError, match="Shares of unknown facts must be in"):
+        tiny_args(tmp_path, "--unknown_fractions", "0.5", "1.5")
