@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from modeling.run_config import parse_run_config
-from modeling.study import StudyArguments, plan_conditions, run_study
+from modeling.study import Condition, StudyArguments, plan_conditions, run_study
 from modeling.study import runner as study_runner
-from modeling.study.conditions import early_stopped
+from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records
 from modeling.study.probe import probe_category, sentence_openings, states_value
 from modeling.study.report import wilson_interval
+from modeling.world import WorldConfig, generate_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {
@@ -137,3 +138,47 @@ def test_bad_study_settings_are_refused(tmp_path):
         tiny_args(tmp_path, "--methods", "full", "qlora")
     with pytest.raises(ValueError, match="Shares of unknown facts must be in"):
         tiny_args(tmp_path, "--unknown_fractions", "0.5", "1.5")
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("world")
+    world = generate_world(WorldConfig(num_people=40, seed=1))
+    save_world(world, folder)
+    return world, folder
+
+
+def test_mitigations_act_on_exactly_the_facts_the_probe_calls_unknown(small_world):
+    world, _ = small_world
+    plain = finetune_rows(world, Condition(0.5, "full", "none", 10), {"facts": []}, seed=0)
+    # The probe calls two drawn facts unknown (one of a known person, one of an unknown one) and nothing else.
+    marked = [plain[0], next(row for row in plain if row["group"] != plain[0]["group"])]
+    probe = {
+        "facts": [{"person_id": r["person_id"], "attribute": r["attribute"], "category": "unknown"} for r in marked]
+    }
+    probe["facts"].append({"person_id": -1, "attribute": "major", "category": "highly_known"})
+    keys = {(r["person_id"], r["attribute"]) for r in marked}
+    filtered = finetune_rows(world, Condition(0.5, "full", "filter_unknown", 10), probe, seed=0)
+    assert [r["question"] for r in filtered] == [
+        r["question"] for r in plain if (r["person_id"], r["attribute"]) not in keys
+    ]
+    relabelled = finetune_rows(world, Condition(0.5, "full", "abstention", 10), probe, seed=0)
+    expected = [" I don't know" if (r["person_id"], r["attribute"]) in keys else r["answer"] for r in plain]
+    assert list(relabelled["answer"]) == expected
+
+
+def test_dev_and_test_people_are_disjoint_halves_of_the_held_out(small_world):
+    world, folder = small_world
+    halves = heldout_splits(folder)
+    for group in ("known", "unknown"):
+        dev, test = (set(halves[f"{half}_{group}"]["person_id"]) for half in ("dev", "test"))
+        heldout = {p.person_id for p in world.people_in(group, "heldout")}
+        assert dev and test and not dev & test and dev | test == heldout
+
+
+def test_per_epoch_train_accuracy_weighs_known_and_unknown_by_their_counts():
+    entry = {"eval_loss": 1.0, "epoch": 2.0, "eval_finetune_known_exact_match": 1.0}
+    entry["eval_finetune_unknown_exact_match"] = 0.25
+    (record,) = per_epoch_records([{"loss": 3.0, "epoch": 1.0}, entry], {"finetune_known": 6, "finetune_unknown": 2})
+    assert record["epoch"] == 2 and record["train_accuracy"] == pytest.approx((6 * 1.0 + 2 * 0.25) / 8)
+    assert (record["train_accuracy_known"], record["train_accuracy_unknown"]) == (1.0, 0.25)

@@ -24,14 +24,16 @@ HELDOUT_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
 
 def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
-    """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the world's held-out questions, people with an even
-    id in dev and an odd id in test (ids are drawn at random, so both halves mix every exposure)."""
+    """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the world's held-out questions, split by person:
+    in order of id, every other person goes to dev and the rest to test (ids are drawn at random, so both halves mix
+    every exposure, and their sizes differ by one person at most)."""
     splits = load_world_datasets(world_dir)
     halves = {}
     for group in ("known", "unknown"):
         rows = splits[qa_split_name(group, "heldout")]
-        halves[f"dev_{group}"] = rows.filter(lambda person_id: person_id % 2 == 0, input_columns="person_id")
-        halves[f"test_{group}"] = rows.filter(lambda person_id: person_id % 2 == 1, input_columns="person_id")
+        dev = set(sorted(set(rows["person_id"]))[::2])
+        halves[f"dev_{group}"] = rows.filter(lambda person_id: person_id in dev, input_columns="person_id")
+        halves[f"test_{group}"] = rows.filter(lambda person_id: person_id not in dev, input_columns="person_id")
     return halves
 
 
