@@ -93,6 +93,17 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, mon
     assert json.loads(corrupt.read_text())["per_epoch"]
 
 
+def test_a_pre_training_of_another_config_is_not_reused(study, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study_runner, "pretrain", lambda *args: calls.append(args))
+    study_runner.pretrain_matching(tiny_args(study), study)
+    assert calls == []  # the same config: reused
+    other = tmp_path / "tiny_longer.yaml"
+    other.write_text((REPO / "configs" / "tiny.yaml").read_text() + "num_train_epochs: 11\n")
+    study_runner.pretrain_matching(tiny_args(study, "--pretrain_config", str(other)), study)
+    assert len(calls) == 1 and calls[0][1].num_train_epochs == 11 and calls[0][0].overwrite_output_dir
+
+
 @pytest.mark.parametrize(
     "greedy, sampled, expected",
     [
@@ -156,7 +167,10 @@ def test_mitigations_act_on_exactly_the_facts_the_probe_calls_unknown(small_worl
     probe = {
         "facts": [{"person_id": r["person_id"], "attribute": r["attribute"], "category": "unknown"} for r in marked]
     }
-    probe["facts"].append({"person_id": -1, "attribute": "major", "category": "highly_known"})
+    known = next(r for r in plain if r not in marked)  # a drawn fact the probe calls known stays as it is
+    probe["facts"].append(
+        {"person_id": known["person_id"], "attribute": known["attribute"], "category": "highly_known"}
+    )
     keys = {(r["person_id"], r["attribute"]) for r in marked}
     filtered = finetune_rows(world, Condition(0.5, "full", "filter_unknown", 10), probe, seed=0)
     assert [r["question"] for r in filtered] == [
