@@ -9,6 +9,7 @@ import pytest
 
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, StudyArguments, plan_conditions, run_study
+from modeling.study import report as report_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records
 from modeling.study.probe import probe_category, sentence_openings, states_value
@@ -196,3 +197,10 @@ def test_per_epoch_train_accuracy_weighs_known_and_unknown_by_their_counts():
     (record,) = per_epoch_records([{"loss": 3.0, "epoch": 1.0}, entry], {"finetune_known": 6, "finetune_unknown": 2})
     assert record["epoch"] == 2 and record["train_accuracy"] == pytest.approx((6 * 1.0 + 2 * 0.25) / 8)
     assert (record["train_accuracy_known"], record["train_accuracy_unknown"]) == (1.0, 0.25)
+
+
+def test_a_finding_within_the_noise_says_so():
+    # 0.5 vs 0.4 of 10 questions: [0.24, 0.76] and [0.17, 0.69] overlap; 0.9 vs 0.1 of 100 do not.
+    assert "intervals overlap" in report_module._verdict(True, (0.5, 10), (0.4, 10))
+    assert report_module._verdict(True, (0.9, 100), (0.1, 100)) == "**reproduced**"
+    assert report_module._verdict(False) == "**not reproduced**"

@@ -32,8 +32,10 @@ def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
     for group in ("known", "unknown"):
         rows = splits[qa_split_name(group, "heldout")]
         dev = set(sorted(set(rows["person_id"]))[::2])
-        halves[f"dev_{group}"] = rows.filter(lambda person_id: person_id in dev, input_columns="person_id")
-        halves[f"test_{group}"] = rows.filter(lambda person_id: person_id not in dev, input_columns="person_id")
+        halves[f"dev_{group}"] = rows.filter(lambda person_id, dev=dev: person_id in dev, input_columns="person_id")
+        halves[f"test_{group}"] = rows.filter(
+            lambda person_id, dev=dev: person_id not in dev, input_columns="person_id"
+        )
     return halves
 
 

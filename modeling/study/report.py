@@ -202,8 +202,15 @@ def write_report(results: dict, out_dir: Path) -> Path:
     return path
 
 
-def _verdict(holds: bool) -> str:
-    return "**reproduced**" if holds else "**not reproduced**"
+def _verdict(holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None) -> str:
+    """ "reproduced" or "not reproduced" by the point estimates; when the two rates compared (rate, questions) have
+    overlapping 95% intervals the difference is within the noise, and the verdict says so."""
+    verdict = "**reproduced**" if holds else "**not reproduced**"
+    if a is not None and b is not None:
+        (low_a, high_a), (low_b, high_b) = wilson_interval(*a), wilson_interval(*b)
+        if low_a <= high_b and low_b <= high_a:
+            verdict += " (but the 95% intervals overlap: within the noise of these held-out sets)"
+    return verdict
 
 
 def _findings(conditions: list[dict], config: dict) -> list[str]:
@@ -215,14 +222,18 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
     if len(grid) >= 2:
         first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
         holds = last["heldout_known_accuracy"] < first["heldout_known_accuracy"]
+        pair = [
+            (r["heldout_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))
+        ]
         lines.append(
             f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
             f"Ours, at the last epoch: {first['heldout_known_accuracy']:.2f} with "
             f"{grid[0]['fraction_unknown']:.0%} unknown, {last['heldout_known_accuracy']:.2f} with "
-            f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds)}."
+            f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds, *pair)}."
         )
     plain = _find(conditions, fraction, "none", size)
     stopped = _find(conditions, fraction, "early_stopping", size)
+    questions = plain["set_sizes"]["test_known"] if plain else 0
     if plain and stopped:
         early, late = (
             stopped["per_epoch"][-1]["heldout_known_accuracy"],
@@ -231,7 +242,8 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
         lines.append(
             f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
             f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
-            f"{late:.2f} at the last epoch, a drop of {100 * (early - late):.0f} points: {_verdict(early > late)}."
+            f"{late:.2f} at the last epoch, a drop of {100 * (early - late):.0f} points: "
+            f"{_verdict(early > late, (early, questions), (late, questions))}."
         )
     if plain and plain["per_epoch"][-1]["train_accuracy_unknown"] is not None:
         known, unknown = (_epochs_to_fit(plain, k) for k in ("train_accuracy_known", "train_accuracy_unknown"))
@@ -249,7 +261,7 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
         lines.append(
             f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
             f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
-            f"{_verdict(kept >= full - 0.02)}."
+            f"{_verdict(kept >= full - 0.02, (kept, filtered['set_sizes']['test_known']), (full, questions))}."
         )
     abstained = _find(conditions, fraction, "abstention", size)
     if plain and abstained:
