@@ -35,12 +35,15 @@ def load_model_and_tokenizer(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a saved model: it has no config.json")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    # With an adapter, the base is checked against the adapter's record (and merged) in its saved precision first.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=None if adapter_dir is not None else dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if adapter_dir is not None:
         model = load_adapter(model, adapter_dir)
         if merge:
             model = model.merge_and_unload()
+        if dtype is not None:
+            model.to(dtype)
     # Generation appends on the right, so prompts of a batch must end in the same column.
     tokenizer.padding_side = "left"
     if device is not None:

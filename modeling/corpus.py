@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 TEXT_SUFFIXES = (".txt",)
@@ -20,7 +21,8 @@ TXT_DOCUMENTS = {"block": "paragraph", "file": "document"}
 
 def _load_file(path: Path, text_field: str, txt_document: str) -> datasets.Dataset:
     """A .txt or JSON Lines file through the datasets builder for it (cached by datasets), as a `text` column."""
-    if not path.read_bytes().strip():
+    # Only a small file can be blank; a large one is not read twice to find out.
+    if path.stat().st_size < 2**20 and not path.read_bytes().strip():
         raise ValueError(f"{path} is empty")
     try:
         if path.suffix in TEXT_SUFFIXES:
@@ -52,9 +54,11 @@ def _load_saved(path: Path, text_field: str) -> datasets.Dataset:
 def _text_column(documents: datasets.Dataset, text_field: str, path: Path) -> datasets.Dataset:
     """Only `text_field`, renamed `text`, after checking that every document is a string."""
     documents = documents.select_columns([text_field])
-    for row, text in enumerate(documents[text_field]):
-        if not isinstance(text, str):
-            raise ValueError(f"{path}: document {row} has no text in {text_field!r} (got {text!r:.80})")
+    # From the arrow column's type and null count, without reading a memory-mapped corpus into Python.
+    column = documents.data.column(text_field)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) or column.null_count:
+        row, text = next((i, t) for i, t in enumerate(documents[text_field]) if not isinstance(t, str))
+        raise ValueError(f"{path}: document {row} has no text in {text_field!r} (got {text!r:.80})")
     return documents.rename_column(text_field, "text") if text_field != "text" else documents
 
 

@@ -272,8 +272,10 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     if trainer.is_world_process_zero():
         target = out_dir / ("adapter" if args.use_lora else "model")
         # An adapter records the base weights it was trained on, so it never loads silently onto another model.
-        base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
-        save_atomically(target, trainer.model, tokenizer, state_dict, extra_json=base if args.use_lora else None)
+        base = None
+        if args.use_lora:
+            base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
+        save_atomically(target, trainer.model, tokenizer, state_dict, extra_json=base)
         evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
         metrics = {
             **(evaluations[-1] if evaluations else {}),  # the last evaluation's figures, factuality included

@@ -190,7 +190,8 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main, inputs)
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     # The main process makes the world and fills the datasets caches; the others then read them.
-    with training_args.main_process_first(desc="corpus and tokenizer"):
+    # local=False: on several machines the one global main process makes the world (on a shared filesystem).
+    with training_args.main_process_first(local=False, desc="corpus and tokenizer"):
         world, documents = load_documents(args, training_args)
         documents = split_documents(documents, args.eval_fraction, training_args.seed)
         tokenizer = load_tokenizer(args, documents["train"])

@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -207,9 +208,15 @@ def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write `data` as JSON through a temporary file, so a crash never leaves a truncated report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    staging.replace(path)
+    text = json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n"
+    # A staging file of its own, so two writers never replace each other's half-written file.
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    umask = os.umask(0)  # mkstemp makes the file private; a report gets the permissions of any file made here
+    os.umask(umask)
+    os.chmod(staging, 0o666 & ~umask)
+    Path(staging).replace(path)
     return path
 
 

@@ -253,6 +253,9 @@ def test_an_adapter_loads_only_onto_the_base_model_it_was_trained_on(base, lora_
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.model_dir), adapter).eval()
     ids = tokenizer(["Question: Where", "Question: Who was"], return_tensors="pt", padding=True)
     assert (model(**ids).logits - peft_model(**ids).logits).abs().max() <= 1e-5
+    # In bfloat16 too: the base is checked in its saved precision, then the merged model is cast.
+    half, _ = load_model_and_tokenizer(base.model_dir, adapter, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and type(half) is LSTMForCausalLM
     twin = other_base(base, tmp_path / "twin")
     with pytest.raises(ValueError, match=r"adapter in .* was trained on another base model .* than .*twin"):
         load_model_and_tokenizer(twin, adapter)

@@ -11,9 +11,9 @@ from modeling.run_config import parse_run_config
 from modeling.study import Condition, StudyArguments, plan_conditions, run_study
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
-from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records
+from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records, run_condition
 from modeling.study.probe import probe_category, sentence_openings, states_value
-from modeling.study.report import wilson_interval
+from modeling.study.report import answered_accuracy, wilson_interval
 from modeling.world import WorldConfig, generate_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_the_fine_tune_set_is_learned(study):
     results = json.loads((study / "results.json").read_text())
     plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
     assert max(record["train_accuracy"] for record in plain["per_epoch"]) == 1.0
-    assert plain["per_epoch"][0]["train_accuracy"] == 0.0  # learned by fine-tuning, not known before
+    assert plain["per_epoch"][0]["train_accuracy"] == 0.0  # after 10 of 80 epochs, nothing fitted yet
 
 
 def test_plots_and_report_are_written(study):
@@ -67,6 +67,10 @@ def test_plots_and_report_are_written(study):
         assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
+    # Shares 0 and 0.5, early stopping and abstention ran (filtering was skipped): findings 1, 2, 3 and 5.
+    for number in (1, 2, 3, 5):
+        assert f"\n{number}. " in report, number
+    assert "\n4. " not in report and "Skipped, with no fine-tune example left after filtering" in report
     results = json.loads((study / "results.json").read_text())
     for condition in results["conditions"]:
         if not condition.get("skipped"):
@@ -116,6 +120,37 @@ def test_a_pre_training_of_another_config_is_not_reused(study, tmp_path, monkeyp
 )
 def test_probe_categories(greedy, sampled, expected):
     assert probe_category(greedy, sampled) == expected
+
+
+def test_a_condition_saved_under_other_settings_is_redone(study):
+    path = study / "conditions" / "full_u0_n6_none.json"
+    key = json.loads(path.read_text())["key"]
+    assert study_runner.load_condition(path, key)["per_epoch"]
+    assert study_runner.load_condition(path, study_runner.settings_key("other settings")) is None
+    assert study_runner.settings_key(1, "a") == study_runner.settings_key(1, "a") != study_runner.settings_key(2, "a")
+
+
+def test_answered_accuracy_pools_known_and_unknown_people():
+    record = {"heldout_known_accuracy": 0.5, "heldout_known_abstention_rate": 0.2}
+    record |= {"heldout_unknown_accuracy": 0.0, "heldout_unknown_abstention_rate": 0.5}
+    sizes = {"test_known": 10, "test_unknown": 10}
+    # 5 correct of 8 + 5 answered questions; 13 of 20 answered.
+    assert answered_accuracy(record, sizes) == pytest.approx((5 / 13, 0.65))
+    silent = {**record, "heldout_known_abstention_rate": 1.0, "heldout_unknown_abstention_rate": 1.0}
+    assert answered_accuracy(silent, sizes) == (None, 0.0)
+
+
+def test_a_world_without_two_held_out_people_per_group_is_refused(tmp_path):
+    save_world(generate_world(WorldConfig(num_people=20, heldout_fraction=0.1)), tmp_path)
+    with pytest.raises(ValueError, match="holds 1 held-out known people; the study needs at least 2"):
+        heldout_splits(tmp_path)
+
+
+def test_eval_every_must_divide_the_epochs(small_world, tmp_path):
+    world, folder = small_world
+    args = tiny_args(tmp_path, "--eval_every", "3")  # the tiny fine-tuning has 80 epochs
+    with pytest.raises(ValueError, match="eval_every=3 must divide num_train_epochs=80"):
+        run_condition(Condition(0.5, "full", "none", 6), args, tmp_path, world, {"facts": []}, {})
 
 
 def test_probe_prompts_and_answer_matching():

@@ -31,7 +31,13 @@ def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
     halves = {}
     for group in ("known", "unknown"):
         rows = splits[qa_split_name(group, "heldout")]
-        dev = set(sorted(set(rows["person_id"]))[::2])
+        people = sorted(set(rows["person_id"]))
+        if len(people) < 2:
+            raise ValueError(
+                f"The world holds {len(people)} held-out {group} people; the study needs at least 2 (one for dev, one "
+                "for test): raise num_people or the world's heldout_fraction"
+            )
+        dev = set(people[::2])
         halves[f"dev_{group}"] = rows.filter(lambda person_id, dev=dev: person_id in dev, input_columns="person_id")
         halves[f"test_{group}"] = rows.filter(
             lambda person_id, dev=dev: person_id not in dev, input_columns="person_id"
@@ -123,6 +129,11 @@ def run_condition(
     if len(rows) == 0:
         print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
         return {**_description(condition), "num_examples": 0, "set_sizes": {}, "per_epoch": [], "skipped": True}
+    if sft_config.num_train_epochs % args.eval_every:
+        raise ValueError(
+            f"eval_every={args.eval_every} must divide num_train_epochs={sft_config.num_train_epochs} of "
+            f"{args.finetune_config}, so that the last epoch is evaluated"
+        )
     # An evaluation every `eval_every` epochs, counted in optimizer steps.
     sequences_per_step = sft_config.per_device_train_batch_size * sft_config.world_size
     steps_per_epoch = math.ceil(math.ceil(len(rows) / sequences_per_step) / sft_config.gradient_accumulation_steps)

@@ -51,7 +51,7 @@ def probe_knowledge(
     people: list[Person],
     num_samples: int = 4,
     temperature: float = 0.7,
-    max_new_tokens: int = 12,
+    max_new_tokens: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
 ) -> dict:
@@ -59,7 +59,8 @@ def probe_knowledge(
 
     Returns `{"facts": [{"person_id", "attribute", "group", "knowledge", "category", "greedy_correct",
     "sampled_correct"}, ...], "agreement": {designed knowledge: {probe category: count}}}`, where `knowledge` is the
-    category the world designed (from exposure) and `category` the one measured here.
+    category the world designed (from exposure) and `category` the one measured here. Continuations are
+    `max_new_tokens` long, by default 2 more than the longest value of `people` takes.
     """
     facts, prompts = [], []
     for person in people:
@@ -67,6 +68,9 @@ def probe_knowledge(
             openings = sentence_openings(person.name, attribute)
             facts.append({"person": person, "attribute": attribute, "value": value, "openings": len(openings)})
             prompts.extend(openings)
+    if max_new_tokens is None:
+        values = sorted({f" {fact['value']}" for fact in facts})
+        max_new_tokens = 2 + max(len(ids) for ids in tokenizer(values, add_special_tokens=False)["input_ids"])
     greedy = continue_prompts(model, tokenizer, prompts, max_new_tokens, batch_size)
     sampled = []
     if num_samples:

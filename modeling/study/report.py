@@ -51,10 +51,14 @@ def _find(conditions: list[dict], fraction: float, mitigation: str, size: int) -
     return None
 
 
-def _answered_accuracy(record: dict) -> tuple[float, float]:
-    """Accuracy on the answered held-out known questions, and the share answered."""
-    answered = 1 - record["heldout_known_abstention_rate"]
-    return (record["heldout_known_accuracy"] / answered if answered else 0.0), answered
+def answered_accuracy(record: dict, set_sizes: dict[str, int]) -> tuple[float | None, float]:
+    """Accuracy on the answered held-out questions, known and unknown people pooled as in Gekhman et al.'s test set,
+    and the share answered; the accuracy is None when nothing was answered."""
+    sizes = {group: set_sizes.get(f"test_{group}", 0) for group in ("known", "unknown")}
+    correct = sum(record[f"heldout_{g}_accuracy"] * n for g, n in sizes.items() if n)
+    answered = sum((1 - record[f"heldout_{g}_abstention_rate"]) * n for g, n in sizes.items() if n)
+    total = sum(sizes.values())
+    return (correct / answered if answered else None), answered / total
 
 
 def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
@@ -175,6 +179,11 @@ def write_report(results: dict, out_dir: Path) -> Path:
         lines.append(f"| {designed} | " + " | ".join(f"{counts[c] / total:.2f}" for c in counts) + " |")
     lines += ["", "## Every condition at its last epoch (95% Wilson intervals over held-out test questions)", ""]
     lines += [
+        "The intervals count each question as an independent trial; the six questions about one person are not, "
+        "so the true uncertainty is somewhat wider.",
+        "",
+    ]
+    lines += [
         "| condition | epochs | fitted known / unknown | held-out known accuracy | held-out known hallucination | "
         "held-out unknown hallucination | held-out unknown abstention |",
         "|---|---|---|---|---|---|---|",
@@ -195,8 +204,12 @@ def write_report(results: dict, out_dir: Path) -> Path:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
     lines += _findings(conditions, config)
-    lines += ["", "![headline](headline.png)", "", "![fitting](fitting.png)", "", "![sizes](sizes.png)", ""]
-    lines += ["![mitigations](mitigations.png)", ""]
+    lines += [""]
+    lines += [
+        f"![{name}]({name}.png)\n"
+        for name in ("headline", "fitting", "sizes", "mitigations")
+        if (out_dir / f"{name}.png").is_file()
+    ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -265,14 +278,16 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
         )
     abstained = _find(conditions, fraction, "abstention", size)
     if plain and abstained:
-        accuracy, answered = _answered_accuracy(abstained["per_epoch"][-1])
-        plain_accuracy, plain_answered = _answered_accuracy(plain["per_epoch"][-1])
+        accuracy, answered = answered_accuracy(abstained["per_epoch"][-1], abstained["set_sizes"])
+        plain_accuracy, plain_answered = answered_accuracy(plain["per_epoch"][-1], plain["set_sizes"])
+        shown = ["n/a" if value is None else f"{value:.2f}" for value in (accuracy, plain_accuracy)]
         lines.append(
             f'5. Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions (theirs: '
-            f"61.8% on about 56% answered, against 38.8%). Ours: {accuracy:.2f} on {answered:.0%} answered, against "
-            f"{plain_accuracy:.2f} on {plain_answered:.0%}: {_verdict(accuracy > plain_accuracy)}."
+            f"61.8% on about 56% answered, against 38.8%). Ours, over the held-out known and unknown people: "
+            f"{shown[0]} on {answered:.0%} answered, against {shown[1]} on {plain_answered:.0%}: "
+            f"{_verdict((accuracy or 0) > (plain_accuracy or 0))}."
         )
     return lines
 
 
-__all__ = ["wilson_interval", "write_report"]
+__all__ = ["answered_accuracy", "wilson_interval", "write_report"]
