@@ -9,6 +9,7 @@ import pytest
 
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, StudyArguments, plan_conditions, run_study
+from modeling.study import probe as probe_module
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records, run_condition
@@ -239,3 +240,35 @@ def test_a_finding_within_the_noise_says_so():
     assert "intervals overlap" in report_module._verdict(True, (0.5, 10), (0.4, 10))
     assert report_module._verdict(True, (0.9, 100), (0.1, 100)) == "**reproduced**"
     assert report_module._verdict(False) == "**not reproduced**"
+
+
+def test_the_probe_matches_each_continuation_to_its_own_fact(small_world, monkeypatch):
+    """The bookkeeping of `probe_knowledge`, with continuations written to order instead of generated: person A's
+    birth city is stated by every greedy continuation, person B's only by the third sample of its second opening."""
+    world, _ = small_world
+    a, b = world.people[:2]
+
+    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size, **sampling):
+        copies = sampling.get("num_return_sequences", 1)
+        out = []
+        for prompt in prompts:
+            for copy in range(copies):
+                if "do_sample" not in sampling and prompt in sentence_openings(a.name, "birth_city"):
+                    out.append(f" {a.attributes['birth_city']}.")
+                elif sampling and prompt == sentence_openings(b.name, "birth_city")[1] and copy == 2:
+                    out.append(f" {b.attributes['birth_city']} and more")
+                else:
+                    out.append(" nowhere")
+        return out
+
+    monkeypatch.setattr(probe_module, "continue_prompts", scripted)
+    result = probe_module.probe_knowledge(None, _FakeTokenizer(), [a, b], num_samples=4)
+    categories = {(f["person_id"], f["attribute"]): f["category"] for f in result["facts"]}
+    assert categories.pop((a.person_id, "birth_city")) == "highly_known"
+    assert categories.pop((b.person_id, "birth_city")) == "weakly_known"
+    assert set(categories.values()) == {"unknown"}  # the other 10 facts
+
+
+class _FakeTokenizer:
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [text.split() for text in texts]}
