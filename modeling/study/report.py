@@ -61,6 +61,17 @@ def answered_accuracy(record: dict, set_sizes: dict[str, int]) -> tuple[float | 
     return (correct / answered if answered else None), answered / total
 
 
+def _rate_axis(ax: plt.Axes) -> None:
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for c in _plain(conditions, size=size):
@@ -72,13 +83,10 @@ def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
     right.set_title("Held-out unknown people: hallucination rate")
     for ax in (left, right):
         ax.set_xlabel("fine-tuning epoch")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
+        _rate_axis(ax)
         ax.legend(title="fine-tune set")
     fig.suptitle("Fine-tuning on facts the model never saw (full fine-tuning)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_fitting(condition: dict, path: Path) -> None:
@@ -91,12 +99,9 @@ def plot_fitting(condition: dict, path: Path) -> None:
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("share of fine-tune answers fitted")
     ax.set_title(f"How fast each kind is fitted ({condition['fraction_unknown']:.0%} unknown)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
+    _rate_axis(ax)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
@@ -116,12 +121,9 @@ def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
     ax.set_xlabel("fine-tune set size (questions)")
     ax.set_ylabel("held-out known accuracy")
     ax.set_title(f"Accuracy vs fine-tune set size ({fraction:.0%} unknown)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
+    _rate_axis(ax)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
@@ -141,9 +143,7 @@ def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
     ax.set_title("Mitigations against the plain run at the same share of unknown facts")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _epochs_to_fit(condition: dict, key: str, level: float = 0.9) -> int | None:
