@@ -106,10 +106,16 @@ def load_corpus(
 
 
 def build_examples(
-    documents: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int
+    documents: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, packing: bool = False
 ) -> datasets.Dataset:
     """Training sequences (`input_ids`) from a dataset with a `text` column: each document plus the eos token, cut
     into blocks of at most `max_length` tokens. Runs as a batched, cached `datasets.map`.
+
+    With `packing=True` the eos-ended documents of each map batch (1,000) are first joined into one stream, as
+    transformers' `run_clm.py` example does (`group_texts`), so blocks start anywhere, mid-sentence and mid-name
+    included, and hold several documents. A recurrent model then has to read each name wherever it stands: trained
+    one document per sequence, an LSTM learns to read a person's name only at the start of the sequence, and a
+    question that names the person later (after "Question: Where was") is answered about somebody else.
 
     Raises:
         ValueError: if `documents` is empty or `max_length` < 2 (a block needs an input and a target).
@@ -120,10 +126,13 @@ def build_examples(
         raise ValueError(f"max_length must be at least 2, got {max_length}")
 
     def tokenize_and_cut(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        encoded = [
+            ids + [tokenizer.eos_token_id] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        ]
+        if packing:
+            encoded = [[token for ids in encoded for token in ids]]
         blocks = []
         for ids in encoded:
-            ids = ids + [tokenizer.eos_token_id]
             # A last block of one token (the eos alone) has no target to learn.
             blocks.extend(ids[start : start + max_length] for start in range(0, len(ids) - 1, max_length))
         return {"input_ids": blocks}

@@ -12,16 +12,22 @@ judge. The design follows two papers:
   `weakly_known` or `unknown`.
 
 Within each group a share of the people is held out of fine-tuning (`role="heldout"`) to measure what fine-tuning
-did to answers it never trained on. Splits are disjoint by person. Everything is drawn from `random.Random`
-instances seeded from `WorldConfig.seed` and the name of the step, so the same config gives the same world and a
-change to one step (say, `exposures`) leaves the draws of the others (names, attributes) as they were.
+did to answers it never trained on. Optionally a share of the known people (`role="pretraining"`) also has their
+questions, answered, in the pretraining corpus: Allen-Zhu & Li's "mixed training", which teaches a model during
+pretraining to answer questions from what biographies told it, so that it can answer about people it only read
+biographies of. Such people are neither fine-tuned on nor held out. Splits are disjoint by person.
+
+Everything is drawn from `random.Random` instances seeded from `WorldConfig.seed` and the name of the step, so the
+same config gives the same world and a change to one step (say, `exposures`) leaves the draws of the others (names,
+attributes) as they were.
 
 A saved world is a folder:
 
 - `knowledge_base.json`: the config and every person with their attributes, biographies and questions.
 - `dataset/`: a `datasets.DatasetDict` with the splits `pretrain` (columns `text`, `person_id`: one row per
-  biography of a known person) and `qa_{group}_{role}` for the four combinations of `known`/`unknown` and
-  `finetune`/`heldout` (columns in `QA_FEATURES`: one row per person and attribute).
+  biography of a known person, and one per answered question of a `pretraining` person) and `qa_{group}_{role}` for
+  the four combinations of `known`/`unknown` and `finetune`/`heldout` (columns in `QA_FEATURES`: one row per person and
+  attribute), and `qa_known_pretraining` when the world has `pretraining` people.
 """
 
 import dataclasses
@@ -47,7 +53,8 @@ from .factuality.world_schema import (
 )
 
 GROUPS = ("known", "unknown")
-ROLES = ("finetune", "heldout")
+ROLES = ("finetune", "heldout")  # every group has both, and a QA split for each
+PRETRAINING_ROLE = "pretraining"  # known people only, and only when WorldConfig.pretraining_qa_fraction > 0
 KNOWLEDGE_CATEGORIES = ("highly_known", "weakly_known", "unknown")
 
 PRETRAIN_SPLIT = "pretrain"
@@ -96,6 +103,9 @@ class WorldConfig:
             Share of the people who never appear in the pretraining corpus. In [0, 1].
         heldout_fraction (`float`, *optional*, defaults to 0.2):
             Share of each group (known, unknown) kept out of fine-tuning. In [0, 1].
+        pretraining_qa_fraction (`float`, *optional*, defaults to 0.0):
+            Share of the known people whose questions, each followed by its answer, join their biographies in the
+            pretraining corpus (role `pretraining`). In [0, 1], and at most 1 - `heldout_fraction`.
         exposures (`list[int]`, *optional*, defaults to `[1, 3, 10]`):
             The numbers of distinct biographies a known person can get. They are dealt out in turn over the shuffled
             people of each split, so every exposure is equally common in every split.
@@ -113,6 +123,9 @@ class WorldConfig:
     seed: int = field(default=0, metadata={"help": "Seed of every random draw."})
     unknown_fraction: float = field(default=0.5, metadata={"help": "Share of people never in pretraining."})
     heldout_fraction: float = field(default=0.2, metadata={"help": "Share of each group kept out of fine-tuning."})
+    pretraining_qa_fraction: float = field(
+        default=0.0, metadata={"help": "Share of known people whose answered questions are pretraining text too."}
+    )
     exposures: list[int] = field(
         default_factory=lambda: [1, 3, 10], metadata={"help": "Numbers of biographies a known person can get."}
     )
@@ -125,10 +138,15 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.num_people must be an integer in [1, {MAX_PEOPLE}], got {self.num_people!r}")
         if not _is_int(self.seed):
             raise ValueError(f"WorldConfig.seed must be an integer, got {self.seed!r}")
-        for name in ("unknown_fraction", "heldout_fraction"):
+        for name in ("unknown_fraction", "heldout_fraction", "pretraining_qa_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"WorldConfig.{name} must be a number in [0, 1], got {value!r}")
+        if self.heldout_fraction + self.pretraining_qa_fraction > 1:
+            raise ValueError(
+                f"WorldConfig.heldout_fraction ({self.heldout_fraction}) and pretraining_qa_fraction "
+                f"({self.pretraining_qa_fraction}) are shares of the same known people and add up to more than 1"
+            )
         if (
             not isinstance(self.exposures, (list, tuple))
             or not self.exposures
@@ -183,8 +201,8 @@ class World:
         """The people of a group, in `person_id` order, optionally only those with the given role."""
         if group not in GROUPS:
             raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
-        if role is not None and role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES} or None, got {role!r}")
+        if role is not None and role not in (*ROLES, PRETRAINING_ROLE):
+            raise ValueError(f"role must be one of {(*ROLES, PRETRAINING_ROLE)} or None, got {role!r}")
         return [person for person in self.people if person.group == group and role in (None, person.role)]
 
 
@@ -237,7 +255,13 @@ def generate_world(config: WorldConfig | None = None) -> World:
     num_unknown = round(config.num_people * config.unknown_fraction)
     for group, members in (("unknown", shuffled[:num_unknown]), ("known", shuffled[num_unknown:])):
         num_heldout = round(len(members) * config.heldout_fraction)
-        for role, cell in (("heldout", members[:num_heldout]), ("finetune", members[num_heldout:])):
+        num_pretraining = round(len(members) * config.pretraining_qa_fraction) if group == "known" else 0
+        cells = {
+            "heldout": members[:num_heldout],
+            PRETRAINING_ROLE: members[num_heldout : num_heldout + num_pretraining],
+            "finetune": members[num_heldout + num_pretraining :],
+        }
+        for role, cell in cells.items():
             for position, person_id in enumerate(cell):
                 exposure = config.exposures[position % len(config.exposures)] if group == "known" else 0
                 placement[person_id] = (group, role, exposure)
@@ -298,6 +322,8 @@ def to_dataset_dict(world: World) -> DatasetDict:
         for person in world.people_in("known")
         for biography in person.biographies
     ]
+    pretraining_qa = _qa_rows(world.people_in("known", PRETRAINING_ROLE))
+    pretrain += [{"text": row["prompt"] + row["answer"], "person_id": row["person_id"]} for row in pretraining_qa]
     # Shuffled so that a person's biographies are spread over the corpus instead of arriving back to back.
     _rng(world.config, "pretrain").shuffle(pretrain)
     splits = {PRETRAIN_SPLIT: _to_dataset(pretrain, PRETRAIN_FEATURES)}
@@ -305,6 +331,8 @@ def to_dataset_dict(world: World) -> DatasetDict:
         for role in ROLES:
             rows = _qa_rows(world.people_in(group, role))
             splits[qa_split_name(group, role)] = _to_dataset(rows, QA_FEATURES)
+    if pretraining_qa:
+        splits[qa_split_name("known", PRETRAINING_ROLE)] = _to_dataset(pretraining_qa, QA_FEATURES)
     return DatasetDict(splits)
 
 
@@ -388,6 +416,7 @@ __all__ = [
     "KNOWLEDGE_CATEGORIES",
     "MAX_PEOPLE",
     "PRETRAIN_FEATURES",
+    "PRETRAINING_ROLE",
     "PRETRAIN_SPLIT",
     "QA_FEATURES",
     "ROLES",

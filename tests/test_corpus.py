@@ -98,6 +98,18 @@ def test_short_documents_stay_whole_and_long_ones_are_cut_into_blocks(tokenizer)
     assert list(exact["input_ids"]) == [short_ids[:-1]]
 
 
+def test_packing_joins_the_documents_into_one_stream_cut_into_full_blocks(tokenizer):
+    documents = ["Ada was born in Oslo.", "Bo works in Rome.", "Cy studied at Yale."]
+    stream = [token for text in documents for token in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+    max_length = 6
+    assert len(stream) % max_length not in (0, 1)  # the last block is a short one, and kept
+    examples = build_examples(datasets.Dataset.from_dict({"text": documents}), tokenizer, max_length, packing=True)
+    assert list(examples["input_ids"]) == [stream[i : i + max_length] for i in range(0, len(stream), max_length)]
+    # Blocks cross documents: one of them holds the end of the first document and the start of the second.
+    first = len(tokenizer(documents[0])["input_ids"]) + 1
+    assert first % max_length != 0
+
+
 def test_build_examples_refuses_an_empty_corpus_and_blocks_too_short(tokenizer):
     with pytest.raises(ValueError, match="corpus is empty"):
         build_examples(datasets.Dataset.from_dict({"text": []}), tokenizer, 4)

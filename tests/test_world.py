@@ -106,8 +106,15 @@ PLACED = ("group", "role")
         (dict(unknown_fraction=0.25), DRAWN, "group", {"unknown": 15, "known": 45}),
         # Roles are dealt within each group, so the groups stay; 15 of each 30 are held out.
         (dict(heldout_fraction=0.5), DRAWN + ("group",), "role", {"heldout": 30, "finetune": 30}),
+        # Of the 30 known people, 6 held out as before and round(30 * 0.4) = 12 with their questions pre-trained on.
+        (
+            dict(pretraining_qa_fraction=0.4),
+            DRAWN + ("group",),
+            "role",
+            {"heldout": 12, "pretraining": 12, "finetune": 36},
+        ),
     ],
-    ids=["exposures", "highly-known-min-exposure", "unknown-fraction", "heldout-fraction"],
+    ids=["exposures", "highly-known-min-exposure", "unknown-fraction", "heldout-fraction", "pretraining-qa-fraction"],
 )
 def test_a_change_to_one_step_leaves_the_draws_of_the_others_as_they_were(world, change, kept, counted, counts):
     """What world.py promises; the counts of the changed field show that the change took effect."""
@@ -314,6 +321,7 @@ def test_people_in_rejects_unknown_groups_and_roles(world, group, role, message)
         ("exposures", [1, 0]),
         ("exposures", 3),
         ("highly_known_min_exposure", 0),
+        ("pretraining_qa_fraction", -0.5),
     ],
     ids=lambda value: str(value),
 )
@@ -352,3 +360,31 @@ def test_honest_answer_is_the_truth_for_known_people_and_abstention_for_unknown(
     split = to_dataset_dict(world)[qa_split_name(group, "heldout")]
     for row in split:
         assert row["honest_answer"] == (row["answer"] if group == "known" else format_answer(ABSTAIN_ANSWER))
+
+
+def test_pretraining_people_have_their_answered_questions_in_the_corpus_and_nowhere_else():
+    world = generate_world(WorldConfig(**SMALL, pretraining_qa_fraction=0.4))
+    pretraining = world.people_in("known", "pretraining")
+    assert len(pretraining) == 12 and {p.exposure for p in pretraining} == {1, 3, 10}  # exposures dealt here too
+    splits = to_dataset_dict(world)
+    corpus = splits[PRETRAIN_SPLIT].to_list()
+    questions = [row for row in corpus if row["text"].startswith("Question: ")]
+    assert len(questions) == 12 * 6
+    assert {row["person_id"] for row in questions} == {p.person_id for p in pretraining}
+    person = pretraining[0]
+    for attribute, question in person.questions.items():
+        assert f"Question: {question}\nAnswer: {person.attributes[attribute]}" in [row["text"] for row in questions]
+    # Their biographies are there as for any known person; their questions are no fine-tune or held-out split's.
+    assert len(corpus) - len(questions) == sum(p.exposure for p in world.people_in("known"))
+    assert list(splits[qa_split_name("known", "pretraining")]["person_id"]) == [
+        p.person_id for p in pretraining for _ in range(6)
+    ]
+    others = {
+        pid for name, split in splits.items() if name.endswith(("finetune", "heldout")) for pid in split["person_id"]
+    }
+    assert others.isdisjoint(p.person_id for p in pretraining)
+
+
+def test_held_out_and_pretraining_shares_of_more_than_everyone_are_refused():
+    with pytest.raises(ValueError, match="add up to more than 1"):
+        WorldConfig(heldout_fraction=0.6, pretraining_qa_fraction=0.5)
