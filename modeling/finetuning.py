@@ -1,5 +1,6 @@
-"""Supervised fine-tuning (SFT) of a pre-trained LSTM on prompt/completion pairs with TRL's `SFTTrainer`, either
-in full or with LoRA adapters on the LSTM's own weight matrices.
+"""Supervised fine-tuning (SFT) of a pre-trained model (our LSTM, or any transformers causal LM) on prompt/completion
+pairs with TRL's `SFTTrainer`, either in full or with LoRA adapters: by default on the LSTM's own weight matrices, or
+on a transformer's attention and MLP projections (see `modeling.architectures`).
 
 The data are prompt/completion pairs, the convention TRL uses: the world's questions drawn by `draw_finetune_set`
 (any size, any share of unknown people, with or without "I don't know" for them), or the user's JSON Lines with
@@ -17,9 +18,11 @@ import datasets
 import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 from trl import SFTConfig
 
 from .adapters import BASE_MODEL_FILE, base_model_record, load_adapter
+from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
 from .checkpoints import save_atomically
 from .factuality_trainer import FactualitySFTTrainer
 from .modeling_lstm import check_tokenizer_fits
@@ -53,14 +56,20 @@ class FinetuneArguments(RunArguments):
     )
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_target_parameters: list[str] = field(
-        # Every layer is one nn.LSTM whose matrices are named like this; PEFT finds them in all layers.
-        default_factory=lambda: ["weight_ih_l0", "weight_hh_l0"],
-        metadata={"help": "LSTM weight matrices that get adapters (input-to-hidden, hidden-to-hidden)"},
+    # None: the architecture's default (see `modeling.architectures`), decided when the model is loaded.
+    lora_target_parameters: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "weight matrices that get adapters; default: the LSTM's weight_ih_l0 and weight_hh_l0 "
+            "(input-to-hidden, hidden-to-hidden, in every layer), none of a transformer"
+        },
     )
-    lora_target_modules: list[str] = field(
-        default_factory=list,
-        metadata={"help": "modules that get adapters too: 'embeddings' (of a model whose head is not tied to them)"},
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "modules that get adapters; default: none of the LSTM (add 'embeddings' of a model whose head is "
+            "not tied to them), a transformer's attention and MLP projections (gpt2: c_attn, c_proj, c_fc)"
+        },
     )
     factuality_sets: list[str] = field(
         default_factory=lambda: ["finetune", "qa_known_heldout", "qa_unknown_heldout"],
@@ -137,16 +146,42 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
     return drawn.rename_column("answer", "completion")
 
 
-def lora_config(args: FinetuneArguments) -> LoraConfig | None:
-    """PEFT's LoRA config for a new adapter on the LSTM's own matrices (`target_parameters`) and any of
-    `args.lora_target_modules`; None for full fine-tuning or when `args.adapter_dir` gives the adapter."""
+def lora_targets(args: FinetuneArguments, model_type: str) -> tuple[list[str], list[str]]:
+    """The `(target_modules, target_parameters)` of a new adapter on a model of `model_type`: each as `args` names
+    it, or the architecture's default when `args` leaves it None (see `modeling.architectures`).
+
+    Raises:
+        ValueError: if the default modules are needed and the model type has none.
+    """
+    modules, parameters = args.lora_target_modules, args.lora_target_parameters
+    return (
+        default_lora_target_modules(model_type) if modules is None else list(modules),
+        default_lora_target_parameters(model_type) if parameters is None else list(parameters),
+    )
+
+
+def _is_targeted(module_name: str, target_modules: list[str]) -> bool:
+    # PEFT's rule for a list of targets: the module's full name, or its name after a dot.
+    return any(module_name == target or module_name.endswith(f".{target}") for target in target_modules)
+
+
+def lora_config(args: FinetuneArguments, model: PreTrainedModel) -> LoraConfig | None:
+    """PEFT's LoRA config for a new adapter on `model` (the plain model, before PEFT wraps it), on the targets of
+    `lora_targets`; None for full fine-tuning or when `args.adapter_dir` gives the adapter."""
     if not args.use_lora or args.adapter_dir is not None:
         return None
+    target_modules, target_parameters = lora_targets(args, model.config.model_type)
+    # GPT-2's projections are transformers' Conv1D, which stores its weight (in, out), the transpose of nn.Linear's:
+    # PEFT must transpose the adapter's update too (it would switch this on itself, warning once per layer).
+    fan_in_fan_out = any(
+        isinstance(module, Conv1D) for name, module in model.named_modules() if _is_targeted(name, target_modules)
+    )
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
-        target_modules=list(args.lora_target_modules),
-        target_parameters=list(args.lora_target_parameters),
+        target_modules=target_modules,
+        target_parameters=target_parameters,
+        fan_in_fan_out=fan_in_fan_out,
         task_type="CAUSAL_LM",
     )
 
@@ -156,19 +191,23 @@ def check_lora_targets(target_modules: list[str], model: PreTrainedModel) -> Non
 
     Raises:
         ValueError: for "lm_head": TRL's SFTTrainer takes the log-probabilities from `lm_head.weight` itself, so it
-            refuses an adapter there that would never train; for "embeddings" of a model whose head is tied to them
-            (`tie_word_embeddings`, the default): merging the adapter into the shared matrix would change the head
-            too (the merged model's logits were 7e-3 off the adapter's in a test).
+            refuses an adapter there that would never train; for the input embeddings (the LSTM's "embeddings",
+            gpt2's "wte") of a model whose head is tied to them (`tie_word_embeddings`, the default): merging the
+            adapter into the shared matrix would change the head too (the merged model's logits were 7e-3 off the
+            adapter's in a test).
     """
     if "lm_head" in target_modules:
         raise ValueError(
             "lora_target_modules names 'lm_head', which TRL's SFTTrainer does not train (it takes the log-probs "
-            "from lm_head.weight directly); adapt the LSTM matrices, or 'embeddings' of an untied model"
+            "from lm_head.weight directly); adapt other layers, or the embeddings of an untied model"
         )
-    if "embeddings" in target_modules and model.config.tie_word_embeddings:
+    embeddings = model.get_input_embeddings()
+    name = next(name for name, module in model.named_modules() if module is embeddings)
+    if _is_targeted(name, target_modules) and model.config.tie_word_embeddings:
         raise ValueError(
-            "lora_target_modules names 'embeddings', but the model's head is tied to them (tie_word_embeddings): "
-            "merging the adapter would change the head too. Adapt the embeddings of a model pre-trained untied."
+            f"lora_target_modules names the embeddings ({name}), but the model's head is tied to them "
+            "(tie_word_embeddings): merging the adapter would change the head too. Adapt the embeddings of a model "
+            "pre-trained untied."
         )
 
 
@@ -185,7 +224,9 @@ def build_trainer(
 
     Raises:
         ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
-            tokenizer (`args.tokenizer_dir`) or an adapter (`args.adapter_dir`) that does not fit the model.
+            tokenizer (`args.tokenizer_dir`, else the model's) or an adapter (`args.adapter_dir`) that does not fit
+            the model, a `max_length` longer than the model can read, LoRA targets that would not train or merge
+            cleanly (see `check_lora_targets`), or LoRA settings without `use_lora`.
     """
     if train_dataset is None:
         train_dataset = load_sft_dataset(args)
@@ -203,13 +244,20 @@ def build_trainer(
             rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
             factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
-    if args.tokenizer_dir is not None:
-        check_tokenizer_fits(model.config, args.tokenizer_dir)
+    # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
+    check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
-    if args.use_lora:
-        check_lora_targets(args.lora_target_modules, model)
-    elif args.adapter_dir is not None or args.lora_target_modules:
-        raise ValueError("adapter_dir or lora_target_modules is set, but use_lora is not: set use_lora too")
+    if sft_config.max_length is not None:
+        check_fits_positions(model.config, sft_config.max_length, "max_length (the longest fine-tuning example)")
+    if args.use_lora and args.adapter_dir is None:  # a new adapter (a saved one brings its own targets)
+        check_lora_targets(lora_targets(args, model.config.model_type)[0], model)
+    elif not args.use_lora:
+        lora_settings = ("adapter_dir", "lora_target_modules", "lora_target_parameters")
+        named = [name for name in lora_settings if getattr(args, name) is not None]
+        if named:
+            verb = "is" if len(named) == 1 else "are"
+            raise ValueError(f"{' and '.join(named)} {verb} set, but use_lora is not: set use_lora too")
+    peft_config = lora_config(args, model)
     if args.adapter_dir is not None:
         model = load_adapter(model, args.adapter_dir, is_trainable=True)
     trainer = FactualitySFTTrainer(
@@ -218,7 +266,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(args),
+        peft_config=peft_config,
         factuality_sets=factuality_sets,
     )
     check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
@@ -301,4 +349,5 @@ __all__ = [
     "finetune",
     "load_sft_dataset",
     "lora_config",
+    "lora_targets",
 ]

@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -111,9 +111,10 @@ class LSTMBlock(GradientCheckpointingLayer):
         return output, h, c  # (B, T, H), pad positions zero
 
 
-def check_tokenizer_fits(config: LSTMConfig, folder: str) -> None:
+def check_tokenizer_fits(config: PreTrainedConfig, folder: str) -> None:
     """Raise ValueError when the tokenizer saved in `folder` can produce ids the model cannot embed, or names other
-    special tokens than the model's config (the signs of a tokenizer and a model from different runs)."""
+    special tokens than the model's config (the signs of a tokenizer and a model from different runs). Any causal
+    LM's config will do: it reads only `vocab_size`, `pad_token_id` and `eos_token_id`."""
     backend = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
     tokenizer_size = backend.get_vocab_size(with_added_tokens=True)
     if tokenizer_size > config.vocab_size:

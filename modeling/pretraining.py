@@ -1,4 +1,5 @@
-"""Pre-training the LSTM language model with the Hugging Face Trainer, on a world's biographies or any corpus.
+"""Pre-training the LSTM language model (or a transformers architecture built from scratch, e.g. gpt2) with the
+Hugging Face Trainer, on a world's biographies or any corpus.
 
 One run: make (or load) the world, or load the user's corpus; hold out a slice of the documents; train the tokenizer
 on the rest (unless one is given); train with `Trainer` (so `accelerate launch` runs it on several processes, GPUs or
@@ -17,11 +18,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
 )
 
+from .architectures import build_config, check_fits_positions, is_lstm
 from .checkpoints import save_atomically
 from .configuration_lstm import LSTMConfig
 from .corpus import build_examples, load_corpus
@@ -61,6 +64,15 @@ class PretrainArguments(RunArguments):
     )
     num_people: int = field(default=300, metadata={"help": "people in a newly made world (known and unknown)"})
     world_seed: int = field(default=0, metadata={"help": "seed of a newly made world"})
+    heldout_fraction: float = field(
+        default=0.2, metadata={"help": "share of each group of a newly made world kept out of fine-tuning"}
+    )
+    pretraining_qa_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the known people of a newly made world whose answered questions are pre-trained on"
+        },
+    )
     model_dir: str | None = field(
         default=None, metadata={"help": "saved model to continue pre-training (its tokenizer unless tokenizer_dir)"}
     )
@@ -68,11 +80,34 @@ class PretrainArguments(RunArguments):
         default=None, metadata={"help": "saved tokenizer to use; default: the model's, or one trained on the corpus"}
     )
     vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, bytes and special tokens included"})
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    num_layers: int = 3
-    dropout: float = 0.0
+    model_type: str = field(
+        default="lstm", metadata={"help": "lstm, or a transformers model type built from scratch, e.g. gpt2"}
+    )
+    embedding_dim: int = field(
+        default=128, metadata={"help": "width of the LSTM's token embeddings (a transformer's are hidden_size wide)"}
+    )
+    hidden_size: int = field(
+        default=256, metadata={"help": "width of the LSTM state, or of a transformer's hidden states (gpt2: n_embd)"}
+    )
+    num_layers: int = field(default=3, metadata={"help": "LSTM layers, or transformer blocks (gpt2: n_layer)"})
+    num_attention_heads: int = field(
+        default=4,
+        metadata={"help": "a transformer's attention heads (gpt2: n_head); must divide hidden_size; LSTM: ignored"},
+    )
+    max_position_embeddings: int = field(
+        default=512,
+        metadata={
+            "help": "the longest sequence a transformer can read (gpt2: n_positions): pre-training blocks, fine-tune "
+            "prompt+completion and prompt+generated tokens must fit; the LSTM has no limit and ignores it"
+        },
+    )
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout of the LSTM, or every dropout probability of a transformer's config"}
+    )
     max_length: int = field(default=256, metadata={"help": "longest training sequence; longer documents are cut"})
+    packing: bool = field(
+        default=False, metadata={"help": "join the documents into one stream cut into blocks of max_length tokens"}
+    )
     eval_fraction: float = field(default=0.05, metadata={"help": "share of documents held out for the eval loss"})
     num_samples: int = field(default=4, metadata={"help": "sampled biographies printed at the end"})
     biography_max_new_tokens: int = field(default=96, metadata={"help": "length of each written biography"})
@@ -115,7 +150,13 @@ def load_documents(args: PretrainArguments, training_args: TrainingArguments) ->
     if args.world_dir is None:
         world_dir = Path(training_args.output_dir) / "world"
         if training_args.process_index == 0:
-            save_world(generate_world(WorldConfig(num_people=args.num_people, seed=args.world_seed)), world_dir)
+            world_config = WorldConfig(
+                num_people=args.num_people,
+                seed=args.world_seed,
+                heldout_fraction=args.heldout_fraction,
+                pretraining_qa_fraction=args.pretraining_qa_fraction,
+            )
+            save_world(generate_world(world_config), world_dir)
     else:
         world_dir = Path(args.world_dir)
     return load_world(world_dir), load_world_datasets(world_dir)[PRETRAIN_SPLIT].select_columns(["text"])
@@ -154,28 +195,46 @@ def load_tokenizer(args: PretrainArguments, train_documents: datasets.Dataset) -
     return tokenizer
 
 
-def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> LSTMForCausalLM:
-    """The model of `args.model_dir` to continue, or a new one sized by `args` for `tokenizer`.
+def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The model of `args.model_dir` to continue, or a new one of `args.model_type` sized by `args` for `tokenizer`:
+    our LSTM, or a transformers architecture built from scratch by `AutoModelForCausalLM.from_config`.
 
     Raises:
-        ValueError: if `args.tokenizer_dir` holds a tokenizer that does not fit the model of `args.model_dir`.
+        ValueError: if the tokenizer (of `args.tokenizer_dir`, else the model's own) does not fit the model of
+            `args.model_dir`; for a `model_type` or sizes transformers cannot build (see `build_config`); if
+            `args.max_length` is longer than the model can read.
     """
+    special_ids = dict(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     if args.model_dir is not None:
         model = AutoModelForCausalLM.from_pretrained(args.model_dir)
-        if args.tokenizer_dir is not None:
-            check_tokenizer_fits(model.config, args.tokenizer_dir)
-        return model
-    config = LSTMConfig(
-        vocab_size=len(tokenizer),
-        embedding_dim=args.embedding_dim,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        dropout=args.dropout,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LSTMForCausalLM(config)
+        # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
+        check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
+    elif is_lstm(args.model_type):
+        config = LSTMConfig(
+            vocab_size=len(tokenizer),
+            embedding_dim=args.embedding_dim,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            dropout=args.dropout,
+            **special_ids,
+        )
+        model = LSTMForCausalLM(config)
+    else:
+        config = build_config(
+            args.model_type,
+            vocab_size=len(tokenizer),
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            num_attention_heads=args.num_attention_heads,
+            max_position_embeddings=args.max_position_embeddings,
+            dropout=args.dropout,
+            **special_ids,
+        )
+        model = AutoModelForCausalLM.from_config(config)
+    check_fits_positions(model.config, args.max_length, "max_length (the longest training sequence)")
+    return model
 
 
 def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
@@ -195,9 +254,15 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         world, documents = load_documents(args, training_args)
         documents = split_documents(documents, args.eval_fraction, training_args.seed)
         tokenizer = load_tokenizer(args, documents["train"])
-        examples = {split: build_examples(docs, tokenizer, args.max_length) for split, docs in documents.items()}
+        examples = {
+            split: build_examples(docs, tokenizer, args.max_length, args.packing) for split, docs in documents.items()
+        }
     torch.manual_seed(training_args.seed)
     model = build_model(args, tokenizer)
+    if world is not None:
+        names = tokenizer([person.name for person in world.people_in("known")])["input_ids"]
+        biography = max(map(len, names)) + args.biography_max_new_tokens
+        check_fits_positions(model.config, biography, "a biography (the longest name and biography_max_new_tokens)")
     sequences_per_step = (
         training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
     )

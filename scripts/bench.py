@@ -513,7 +513,8 @@ def bench_trainer_pretraining(args: argparse.Namespace) -> Result:
 def bench_lora(args: argparse.Namespace) -> list[Result]:
     """The LoRA step row and the LoRA share row."""
     full = build_model(args).train()
-    lora = get_peft_model(build_model(args), lora_config(FinetuneArguments(use_lora=True))).train()
+    base = build_model(args)
+    lora = get_peft_model(base, lora_config(FinetuneArguments(use_lora=True), base)).train()
     ids = random_ids(args, args.batch_size, args.seq_len)
     # A fresh adapter is a no-op (its B matrices are zero), so the LoRA model computes the full model's logits: both
     # sides run the same model and differ only in what they train.
@@ -582,9 +583,10 @@ def check_merged(
 
 def bench_merged_scoring(args: argparse.Namespace) -> Result:
     tokenizer, prompts = world_tokenizer_and_prompts(args)
-    config = lora_config(FinetuneArguments(use_lora=True))
+    base = build_model(args)
+    config = lora_config(FinetuneArguments(use_lora=True), base)
     config.init_lora_weights = False  # a fresh adapter is a no-op, which any merge would reproduce
-    peft_model = get_peft_model(build_model(args), config).eval()
+    peft_model = get_peft_model(base, config).eval()
     merged = merged_copy(peft_model).eval()
     check_merged(args, merged, peft_model, tokenizer, prompts)
 

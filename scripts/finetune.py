@@ -1,4 +1,5 @@
-"""Fine-tune a pre-trained LSTM on question/answer pairs (SFT with TRL), in full or with LoRA.
+"""Fine-tune a pre-trained model (our LSTM or a transformers one) on question/answer pairs (SFT with TRL), in full or
+with LoRA.
 
 python scripts/finetune.py                               # the embedded default: runs/pretrain's model and world
 python scripts/finetune.py configs/finetune_tiny.yaml    # a config file overrides the defaults

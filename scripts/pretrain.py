@@ -1,8 +1,10 @@
-"""Pre-train the LSTM language model on a world's biographies (the main job; see README).
+"""Pre-train the LSTM language model (or a transformers architecture, --model_type) on a world's biographies (the
+main job; see README).
 
 python scripts/pretrain.py                                   # the embedded default config
 python scripts/pretrain.py configs/tiny.yaml                 # a config file overrides the defaults
 python scripts/pretrain.py configs/tiny.yaml --num_train_epochs 2   # flags override the file
+python scripts/pretrain.py configs/study/tiny_gpt2.yaml      # a tiny gpt2 built from scratch instead of the LSTM
 accelerate launch --config_file configs/accelerate/cpu_2_processes.yaml scripts/pretrain.py configs/tiny.yaml
 """
 

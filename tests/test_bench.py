@@ -161,8 +161,8 @@ def nonzero_fresh_lora(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> No
     """Breaks the LoRA benchmark's model: its fresh adapter is not a no-op, so it is another model than the full one."""
     lora_config = bench.lora_config
 
-    def random_lora_config(args):
-        config = lora_config(args)
+    def random_lora_config(args, model):
+        config = lora_config(args, model)
         config.init_lora_weights = False
         return config
 

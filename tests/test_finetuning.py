@@ -1,5 +1,6 @@
-"""Fine-tuning with TRL's SFTTrainer: completion-only labels, full fine-tuning, LoRA on the LSTM's own weights
-(only adapters train; saved, reloaded and merged with the same logits), the script and its errors."""
+"""Fine-tuning with TRL's SFTTrainer: completion-only labels, full fine-tuning, LoRA on the LSTM's own weights and on
+a gpt2's projections (only adapters train; saved, reloaded and merged with the same logits), the script and its
+errors."""
 
 import json
 import subprocess
@@ -11,13 +12,22 @@ import pytest
 import torch
 from helpers import REPO, accelerate_launch, checkout_env, tiny_model
 from peft import PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel
 from trl import SFTConfig
 
-from modeling import LSTMForCausalLM, train_tokenizer
+from modeling import LSTMConfig, LSTMForCausalLM, train_tokenizer
 from modeling.adapters import BASE_MODEL_FILE
-from modeling.checkpoints import load_model_and_tokenizer
-from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer, finetune, load_sft_dataset, lora_config
+from modeling.architectures import build_config
+from modeling.checkpoints import load_model_and_tokenizer, save_atomically
+from modeling.finetuning import (
+    DEFAULTS,
+    FinetuneArguments,
+    build_trainer,
+    finetune,
+    load_sft_dataset,
+    lora_config,
+    lora_targets,
+)
 from modeling.run_config import parse_run_config
 from modeling.scoring import score_questions
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, load_world_datasets, save_world
@@ -286,7 +296,7 @@ def test_training_goes_on_from_a_saved_adapter(base, lora_run, tmp_path):
     for name, param in saved.named_parameters():
         if "lora_" in name:
             assert torch.equal(param, trainable[name]), name
-    with pytest.raises(ValueError, match="adapter_dir or lora_target_modules is set, but use_lora is not"):
+    with pytest.raises(ValueError, match="adapter_dir is set, but use_lora is not"):
         build_trainer(replace(args, use_lora=False), sft_config(tmp_path))
 
 
@@ -361,7 +371,110 @@ def test_an_adapter_with_weights_for_modules_the_model_lacks_is_refused(base, tm
     load layer 0's adapters and drop layer 1's without a word."""
     tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
     two_layers = tiny_model(tokenizer, hidden_size=64, num_layers=2)
-    config = lora_config(replace(base, use_lora=True, lora_r=2))
+    config = lora_config(replace(base, use_lora=True, lora_r=2), two_layers)
     get_peft_model(two_layers, config).save_pretrained(tmp_path / "adapter")
     with pytest.raises(ValueError, match=r"4 of its weights have no place in it, e\.g\. .*layers\.1\.lstm"):
         load_model_and_tokenizer(base.model_dir, tmp_path / "adapter")
+
+
+@pytest.mark.parametrize(
+    "model_type, settings, expected",
+    [
+        (LSTMConfig.model_type, {}, ([], ["weight_ih_l0", "weight_hh_l0"])),
+        ("lstm", {"lora_target_modules": ["embeddings"]}, (["embeddings"], ["weight_ih_l0", "weight_hh_l0"])),
+        ("gpt2", {}, (["c_attn", "c_proj", "c_fc"], [])),
+        ("gpt2", {"lora_target_modules": ["c_attn"]}, (["c_attn"], [])),
+        ("llama", {}, (["q_proj", "v_proj"], [])),  # PEFT's own table
+    ],
+    ids=["lstm", "lstm-with-embeddings", "gpt2", "gpt2-as-named", "llama-from-peft"],
+)
+def test_lora_targets_default_to_the_architectures(model_type, settings, expected):
+    assert lora_targets(FinetuneArguments(use_lora=True, **settings), model_type) == expected
+
+
+def test_a_model_type_without_default_lora_targets_must_name_them():
+    with pytest.raises(ValueError, match="No default LoRA targets for model type 'mamba'"):
+        lora_targets(FinetuneArguments(use_lora=True), "mamba")
+    assert lora_targets(FinetuneArguments(use_lora=True, lora_target_modules=["in_proj"]), "mamba") == (["in_proj"], [])
+
+
+@pytest.fixture(scope="module")
+def gpt2_base(base, tmp_path_factory) -> FinetuneArguments:
+    """The base fixture's world and tokenizer with a tiny gpt2 built from scratch (128 positions)."""
+    folder = tmp_path_factory.mktemp("gpt2_base") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    config = build_config(
+        "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=128,
+        dropout=0.0, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    save_atomically(folder, AutoModelForCausalLM.from_config(config), tokenizer)
+    return replace(base, model_dir=str(folder))
+
+
+def test_lora_on_gpt2_adapts_its_projections_trains_only_them_and_merges(gpt2_base, tmp_path):
+    args = replace(gpt2_base, use_lora=True, lora_r=4)
+    trainer = build_trainer(args, sft_config(tmp_path, num_train_epochs=5, per_device_train_batch_size=6))
+    adapted = {name.split(".lora_")[0] for name, _ in trainer.model.named_parameters() if ".lora_" in name}
+    prefix = "base_model.model.transformer.h"
+    layers = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    assert adapted == {f"{prefix}.{i}.{layer}" for i in range(2) for layer in layers}
+    # Conv1D stores (in, out): PEFT is told to transpose (else it warns, layer by layer, and does it itself).
+    gpt2 = AutoModelForCausalLM.from_pretrained(gpt2_base.model_dir)
+    assert lora_config(args, gpt2).fan_in_fan_out
+    assert not lora_config(args, tiny_model(trainer.processing_class)).fan_in_fan_out  # the LSTM's nn.LSTM
+    # A (r x in) and B (out x r) of c_attn 32 -> 96, c_proj 32 -> 32, c_fc 32 -> 128, c_proj 128 -> 32, per layer.
+    per_layer = 4 * (32 + 96) + 4 * (32 + 32) + 4 * (32 + 128) + 4 * (128 + 32)
+    assert trainer.model.num_parameters(only_trainable=True) == 2 * per_layer == 4096
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert any("lora_B" in name for name in changed)  # B starts at zero: the adapter now does something
+    assert all("lora_" in name for name in changed)  # the base weights are as loaded
+
+    peft_model = trainer.model.eval()
+    ids = trainer.processing_class(["Question: Where", "Question: Who was"], return_tensors="pt", padding=True)
+    logits = peft_model(**ids).logits
+    with peft_model.disable_adapter():
+        assert not torch.allclose(peft_model(**ids).logits, logits, atol=1e-4)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged, _ = load_model_and_tokenizer(gpt2_base.model_dir, tmp_path / "adapter")
+    assert type(merged) is GPT2LMHeadModel
+    assert (merged(**ids).logits - logits).abs().max() <= 1e-5
+    unmerged, _ = load_model_and_tokenizer(gpt2_base.model_dir, tmp_path / "adapter", merge=False)
+    assert isinstance(unmerged, PeftModel) and (unmerged(**ids).logits - logits).abs().max() <= 1e-5
+
+
+def test_a_gpt2_adapter_run_loads_only_onto_its_base(gpt2_base, tmp_path):
+    out = finetune(replace(gpt2_base, use_lora=True, lora_r=2), sft_config(tmp_path / "run", num_train_epochs=2))
+    model, _ = load_model_and_tokenizer(gpt2_base.model_dir, out / "adapter")
+    assert type(model) is GPT2LMHeadModel
+    with pytest.raises(ValueError, match="trained on another base model"):
+        load_model_and_tokenizer(other_base(gpt2_base, tmp_path / "twin"), out / "adapter")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"use_lora": True, "lora_target_modules": ["wte"]},
+            r"names the embeddings \(transformer\.wte\).*tied to them",
+        ),
+        ({"use_lora": True, "lora_target_modules": ["lm_head"]}, "names 'lm_head'"),
+        ({"lora_target_parameters": ["c_attn.weight"]}, "lora_target_parameters is set, but use_lora is not"),
+    ],
+    ids=["tied-embeddings", "head", "targets-without-lora"],
+)
+def test_lora_settings_that_do_not_fit_gpt2_are_refused(gpt2_base, tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        build_trainer(replace(gpt2_base, **settings), sft_config(tmp_path))
+
+
+def test_fine_tuning_examples_longer_than_a_transformer_reads_are_refused(gpt2_base, tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"max_length \(the longest fine-tuning example\) is 200 tokens, longer than "
+        "the 128 positions the gpt2 model can read",
+    ):
+        build_trainer(gpt2_base, sft_config(tmp_path, max_length=200))

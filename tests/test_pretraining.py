@@ -10,16 +10,17 @@ import pytest
 import torch
 import yaml
 from helpers import CORPUS, accelerate_launch
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, TrainingArguments
 
-from modeling import LSTMForCausalLM, train_tokenizer
+from modeling import LSTMForCausalLM, LSTMTokenizer, train_tokenizer
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
-from modeling.pretraining import DEFAULTS, PretrainArguments, pretrain
+from modeling.pretraining import DEFAULTS, PretrainArguments, build_model, pretrain
 from modeling.run_config import parse_run_config
 from modeling.world import PRETRAIN_SPLIT, load_world, load_world_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
+TINY_GPT2 = str(REPO / "configs" / "study" / "tiny_gpt2.yaml")
 
 
 def parse(*argv: str) -> tuple[PretrainArguments, TrainingArguments]:
@@ -200,3 +201,80 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, model, tokenizer)
         save_atomically(target, broken, tokenizer)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain_gpt2")
+    pretrain(*parse(TINY_GPT2, "--output_dir", str(out), "--num_train_epochs", "5"))
+    return out
+
+
+def test_a_transformer_built_from_scratch_pretrains_and_loads_through_the_auto_classes(tiny_gpt2_run):
+    metrics = json.loads((tiny_gpt2_run / "metrics.json").read_text())
+    model, tokenizer = load_model_and_tokenizer(tiny_gpt2_run / "model")
+    assert type(model) is GPT2LMHeadModel and type(tokenizer) is LSTMTokenizer
+    # The sizes of the config file, under gpt2's own names; the tokenizer's vocabulary and special tokens.
+    config = model.config
+    assert (config.n_embd, config.n_layer, config.n_head, config.n_positions) == (24, 2, 2, 256)
+    assert (config.embd_pdrop, config.resid_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)  # dropout: 0.0
+    assert config.vocab_size == len(tokenizer) == 300
+    ids = (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == ids
+    texts = load_world_datasets(tiny_gpt2_run / "world")[PRETRAIN_SPLIT]["text"]
+    targets = [(ids + [tokenizer.eos_token_id])[1:] for ids in tokenizer(list(texts))["input_ids"]]
+    assert metrics["eval_loss"] < 0.9 * unigram_entropy(targets), metrics["eval_loss"]
+    biographies = json.loads((tiny_gpt2_run / "biographies.json").read_text())["biographies"]
+    assert biographies and all(b["text"].startswith(b["name"]) for b in biographies)
+    recorded = yaml.safe_load((tiny_gpt2_run / "run_config.yaml").read_text())["PretrainArguments"]
+    assert recorded["model_type"] == "gpt2"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model_type", "gpt3"], "model_type 'gpt3' is neither 'lstm' nor a model type transformers knows"),
+        (["--model_type", "t5"], "model_type 't5' is not a causal language model"),
+        (["--model_type", "gpt2", "--hidden_size", "30"], "hidden_size 30 must be divisible by num_attention_heads 4"),
+        (
+            ["--model_type", "gpt2", "--max_position_embeddings", "128"],
+            r"max_length \(the longest training sequence\) is 256 tokens, longer than the 128 positions",
+        ),
+    ],
+    ids=["unknown-type", "not-causal", "heads-do-not-divide", "too-few-positions"],
+)
+def test_a_model_transformers_cannot_build_is_refused(tokenizer, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(parse(*flags)[0], tokenizer)
+
+
+def test_biographies_longer_than_a_transformer_reads_stop_pretraining_before_training(tmp_path):
+    flags = ["--max_length", "64", "--max_position_embeddings", "64", "--biography_max_new_tokens", "64"]
+    message = (
+        r"a biography \(the longest name and biography_max_new_tokens\) is \d+ tokens, longer than the 64 positions"
+    )
+    with pytest.raises(ValueError, match=message):
+        pretrain(*parse(TINY_GPT2, *flags, "--output_dir", str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gpt2"])
+def test_build_model_makes_the_model_type_sized_by_the_arguments(tokenizer, model_type):
+    args = parse("--model_type", model_type, "--hidden_size", "32", "--num_layers", "2", "--embedding_dim", "16")[0]
+    model = build_model(args, tokenizer)
+    expected = LSTMForCausalLM if model_type == "lstm" else GPT2LMHeadModel
+    assert type(model) is expected
+    # The generic names reach either architecture (gpt2 answers to them through its attribute_map).
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (32, 2)
+    assert model.config.vocab_size == len(tokenizer)
+    if model_type == "gpt2":
+        assert (model.config.n_head, model.config.n_positions) == (4, 512)
+
+
+def test_continuing_a_transformer_whose_saved_tokenizer_does_not_fit_is_refused(tmp_path, tokenizer):
+    """Our LSTM checks the tokenizer saved with it as it loads; a gpt2 loads without a look, so pre-training does."""
+    model = build_model(parse("--model_type", "gpt2", "--hidden_size", "16", "--num_layers", "1")[0], tokenizer)
+    save_atomically(tmp_path / "model", model, train_tokenizer(CORPUS, vocab_size=400))
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "model")) is GPT2LMHeadModel  # loads as it is
+    with pytest.raises(ValueError, match="has 3.. tokens but the model's vocab_size is 320"):
+        build_model(parse("--model_dir", str(tmp_path / "model"))[0], tokenizer)

@@ -10,9 +10,11 @@ import textwrap
 import pytest
 import torch
 from helpers import CORPUS, tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
-from modeling import LSTMForCausalLM, train_tokenizer
+from modeling import LSTMForCausalLM, LSTMTokenizer, train_tokenizer
+from modeling.architectures import build_config
+from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 
 PROMPT = "Ada Lovelace was born"
 PROMPTS = [PROMPT, "Grace"]  # two rows of different lengths: the remote code's padding path runs too
@@ -208,3 +210,74 @@ def test_trainer_checkpoints_of_a_remote_code_model_carry_the_code(saved, tmp_pa
     before = AutoModelForCausalLM.from_pretrained(saved)
     with torch.no_grad():  # training moved the weights: the checkpoint is not the folder it started from
         assert not torch.allclose(before.eval()(reloaded["ids"]).logits, trained["logits"], atol=1e-3)
+
+
+@pytest.fixture
+def saved_gpt2(tmp_path, tokenizer):
+    """A tiny gpt2 built from scratch with our tokenizer, saved as pre-training saves it."""
+    config = build_config(
+        "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=64,
+        dropout=0.0, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # GPT-2 starts with zero biases: a load that dropped them would go unseen
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return save_atomically(tmp_path / "gpt2", model, tokenizer), model
+
+
+def test_a_transformer_saves_and_loads_with_our_tokenizer_through_the_auto_classes(saved_gpt2, tokenizer):
+    folder, model = saved_gpt2
+    loaded, loaded_tokenizer = load_model_and_tokenizer(folder)
+    assert type(loaded) is GPT2LMHeadModel and type(loaded_tokenizer) is LSTMTokenizer
+    assert type(AutoTokenizer.from_pretrained(folder)) is LSTMTokenizer
+    batch = loaded_tokenizer(PROMPTS, return_tensors="pt", padding=True)  # left padding, set for generation
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, rtol=1e-5, atol=1e-6)
+    generated = loaded.generate(**batch, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert torch.equal(generated, model.generate(**batch, max_new_tokens=6, min_new_tokens=6, do_sample=False))
+
+
+GPT2_FRESH_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["modeling"] = None  # our package must not be importable: everything comes from the folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, out = sys.argv[1], sys.argv[2]
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()  # gpt2 ships with transformers: no remote code
+    result = {"model_class": type(model).__name__}
+    for trust in (True, False):
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+        batch = tokenizer(sys.argv[3:], return_tensors="pt", padding=True, padding_side="left")
+        with torch.no_grad():
+            torch.save({"ids": batch["input_ids"], "logits": model(**batch).logits}, f"{out}_{trust}.pt")
+        result[str(trust)] = {"class": type(tokenizer).__name__, "decoded": tokenizer.decode(batch["input_ids"][0])}
+    json.dump(result, open(out + ".json", "w"))
+    """
+)
+
+
+def test_a_transformer_loads_in_a_fresh_process_without_the_package(saved_gpt2, tokenizer, tmp_path):
+    """gpt2 ships with transformers; the tokenizer comes as the remote code saved with it (trust_remote_code) or,
+    without, as the generic tokenizers backend of its tokenizer.json: the same ids and text either way."""
+    folder, model = saved_gpt2
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    out = tmp_path / "fresh"
+    subprocess.run(
+        [sys.executable, "-c", GPT2_FRESH_SCRIPT, str(folder), str(out), *PROMPTS], env=env, cwd=tmp_path, check=True
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["model_class"] == "GPT2LMHeadModel"
+    assert (result["True"]["class"], result["False"]["class"]) == ("LSTMTokenizer", "TokenizersBackend")
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    for trust in ("True", "False"):
+        tensors = torch.load(tmp_path / f"fresh_{trust}.pt")
+        assert torch.equal(tensors["ids"], batch["input_ids"]), trust
+        torch.testing.assert_close(tensors["logits"], expected, rtol=1e-5, atol=1e-6)
+        assert result[trust]["decoded"] == tokenizer.decode(batch["input_ids"][0])
