@@ -51,7 +51,7 @@ def answer_questions(
         raise ValueError("No prompts to answer")
     model.eval()
     answers, confidences = [], []
-    for batch in _left_padded_batches(tokenizer, prompts, batch_size, model.device):
+    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
             **batch,
             do_sample=False,
@@ -70,7 +70,7 @@ def answer_questions(
     return answers, confidences
 
 
-def _left_padded_batches(
+def left_padded_batches(
     tokenizer: LSTMTokenizer, prompts: Sequence[str], batch_size: int, device: torch.device
 ) -> Iterator[BatchEncoding]:
     # Left padding, so every prompt of a batch ends where generation starts. The padding side is given per call: the
@@ -159,7 +159,7 @@ def continue_prompts(
     prompt come one after another)."""
     model.eval()
     continuations = []
-    for batch in _left_padded_batches(tokenizer, prompts, batch_size, model.device):
+    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
             **batch,
             **{"do_sample": False, **sampling},
@@ -233,6 +233,7 @@ __all__ = [
     "METRIC_DIR",
     "answer_questions",
     "continue_prompts",
+    "left_padded_batches",
     "load_factuality_metric",
     "score_biographies",
     "score_questions",

@@ -13,8 +13,9 @@ from modeling.study import probe as probe_module
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records, run_condition
+from modeling.study.intervals import wilson_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
-from modeling.study.report import answered_accuracy, wilson_interval
+from modeling.study.report import answered_accuracy
 from modeling.world import WorldConfig, generate_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]

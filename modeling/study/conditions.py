@@ -1,5 +1,6 @@
 """One condition of the study: draw its fine-tune set, fine-tune past convergence, and record the factuality figures
-after every epoch on the fine-tune set and on people never fine-tuned on.
+after every epoch on the fine-tune set and on people never fine-tuned on, and at the end how well the model's own
+signals tell its right answers from its hallucinations (`detector.py`).
 
 The held-out people of the world are split in two by person: `dev` (for choosing, e.g. the early-stopping epoch)
 and `test` (the figures the study reports as "heldout"), so that nothing reported was used to choose.
@@ -19,6 +20,7 @@ from ..finetuning import FinetuneArguments, build_trainer
 from ..run_config import parse_run_config
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, StudyArguments
+from .detector import evaluate_detectors
 
 HELDOUT_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
@@ -128,7 +130,14 @@ def run_condition(
     rows = finetune_rows(world, condition, probe, args.seed)
     if len(rows) == 0:
         print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
-        return {**_description(condition), "num_examples": 0, "set_sizes": {}, "per_epoch": [], "skipped": True}
+        return {
+            **_description(condition),
+            "num_examples": 0,
+            "set_sizes": {},
+            "per_epoch": [],
+            "detector": None,
+            "skipped": True,
+        }
     if sft_config.num_train_epochs % args.eval_every:
         raise ValueError(
             f"eval_every={args.eval_every} must divide num_train_epochs={sft_config.num_train_epochs} of "
@@ -145,15 +154,32 @@ def run_condition(
         finetune_args, sft_config, train_dataset=rows.rename_column("answer", "completion"), factuality_sets=sets
     )
     trainer.add_callback(ConditionProgress(condition.name))
-    trainer.train()
+    train_output = trainer.train()
+    detector_start = time.perf_counter()
     set_sizes = {name: len(questions) for name, questions in sets.items()}
+    dev, test = (
+        datasets.concatenate_datasets([heldout[f"{half}_known"], heldout[f"{half}_unknown"]])
+        for half in ("dev", "test")
+    )
+    detector = evaluate_detectors(trainer.model, trainer.processing_class, dev, test, seed=args.seed)
+    # The Trainer's runtime includes its evaluations (each logs its own eval_runtime): where the time goes.
+    evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
+    timing = {
+        "setup": detector_start - start - train_output.metrics["train_runtime"],
+        "training": train_output.metrics["train_runtime"] - evaluating,
+        "evaluation": evaluating,
+        "detector": time.perf_counter() - detector_start,
+    }
     return {
         **_description(condition),
         "num_examples": len(rows),
         "set_sizes": set_sizes,
         "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
         "per_epoch": per_epoch_records(trainer.state.log_history, set_sizes),
+        # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
+        "detector": detector,
         "seconds": time.perf_counter() - start,
+        "timing": timing,
     }
 
 
@@ -178,6 +204,7 @@ def early_stopped(plain: dict) -> dict:
         "mitigation": "early_stopping",
         "selected_epoch": plain["per_epoch"][best]["epoch"],
         "per_epoch": plain["per_epoch"][: best + 1],
+        "detector": None,  # the plain run's detector scored its last epoch, not this one
         "seconds": 0.0,
     }
 

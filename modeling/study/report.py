@@ -1,7 +1,6 @@
 """The study's plots and `report.md`: what was run, the figures with 95% intervals, and each finding of Gekhman et al.
 (2024) checked against ours."""
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -9,16 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
-Z95 = 1.959964  # two-sided 95% quantile of the standard normal
-
-
-def wilson_interval(rate: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion `rate` observed over `n` trials (Wilson, 1927); (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (rate + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(rate * (1 - rate) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+from .intervals import auroc_interval, wilson_interval
 
 
 def _with_interval(rate: float | None, n: int) -> str:
@@ -70,6 +60,18 @@ def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def time_breakdown(results: dict) -> list[tuple[str, float]]:
+    """Where a study's time went, from `results.json`: (part, seconds) for pre-training, the probe, the fine-tunings'
+    set-up, training, per-epoch evaluation and detector, and the report, in that order. Conditions reused from an
+    earlier run count the seconds they took then."""
+    timings = results["timings"]
+    parts = {"pre-training": timings.get("pretrain", 0.0), "probe": timings.get("probe", 0.0)}
+    for part in ("setup", "training", "evaluation", "detector"):
+        parts[f"fine-tuning: {part}"] = sum(c.get("timing", {}).get(part, 0.0) for c in results["conditions"])
+    parts["results, plots and report"] = timings.get("report", 0.0)
+    return list(parts.items())
 
 
 def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
@@ -146,6 +148,28 @@ def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_risk_coverage(condition: dict, path: Path) -> None:
+    detector = condition["detector"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, points in detector["risk_coverage"].items():
+        auc = detector["auroc"][name]
+        label = name.replace("_", " ") + ("" if auc is None else f" (AUROC {auc:.2f})")
+        ax.plot(*zip(*points, strict=True), "-", label=label)
+    chosen = detector["selective"]
+    if chosen["accuracy_answered"] is not None:
+        ax.plot(chosen["coverage"], chosen["accuracy_answered"], "k*", markersize=12, label="threshold chosen on dev")
+    answer_all = detector["answer_all"]
+    if answer_all["accuracy_answered"] is not None:
+        ax.axhline(answer_all["accuracy_answered"], color="grey", ls=":", label="answer everything")
+    ax.set_xlabel("share of held-out questions answered (coverage)")
+    ax.set_ylabel("accuracy on the answered questions")
+    ax.set_title(f"Selective answering, {condition['name']}")
+    _rate_axis(ax)
+    ax.set_xlim(0, 1.02)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def _epochs_to_fit(condition: dict, key: str, level: float = 0.9) -> int | None:
     return next((r["epoch"] for r in condition["per_epoch"] if (r[key] or 0) >= level), None)
 
@@ -168,10 +192,12 @@ def write_report(results: dict, out_dir: Path) -> Path:
             mitigation_rows.append((mitigation.replace("_", " "), found["per_epoch"][-1]))
     if mitigation_rows:
         plot_mitigations(mitigation_rows, out_dir / "mitigations.png")
+    if plain and plain.get("detector"):
+        plot_risk_coverage(plain, out_dir / "risk_coverage.png")
 
     lines = ["# Fine-tuning hallucination study", ""]
     lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
-    lines += ["Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings"].items()), ""]
+    lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results)), ""]
     lines += ["## What pre-training taught (probe, per designed category)", ""]
     lines += ["| designed | highly known | maybe known | weakly known | unknown |", "|---|---|---|---|---|"]
     for designed, counts in results["probe"]["agreement"].items():
@@ -202,17 +228,67 @@ def write_report(results: dict, out_dir: Path) -> Path:
         )
     if skipped:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
+    lines += ["", "## The model's own signals as a hallucination detector (test people, last epoch)", ""]
+    lines += _detection(conditions, plain)
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
     lines += _findings(conditions, config)
     lines += [""]
     lines += [
         f"![{name}]({name}.png)\n"
-        for name in ("headline", "fitting", "sizes", "mitigations")
+        for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage")
         if (out_dir / f"{name}.png").is_file()
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _auroc_cell(detector: dict, name: str) -> str:
+    value = detector["auroc"].get(name)
+    if value is None:
+        return "n/a"
+    correct = detector["num_test_correct"]
+    low, high = auroc_interval(value, correct, detector["num_test_answered"] - correct)
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
+    """The detector table (AUROC of each signal, with Hanley-McNeil 95% intervals) and selective answering."""
+    lines = [
+        "Known and unknown test people pooled; the hidden-state probe is fitted on the dev people. AUROC 0.5 is "
+        "chance, 1.0 a perfect split of right from wrong answers.",
+        "",
+        "| condition | answered | correct | confidence AUROC | hidden-state probe AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    for c in conditions:
+        detector = c.get("detector")
+        if detector:
+            lines.append(
+                f"| {c['name']} | {detector['num_test_answered']} of {detector['num_test']} | "
+                f"{detector['num_test_correct']} | {_auroc_cell(detector, 'confidence')} | "
+                f"{_auroc_cell(detector, 'hidden_state_probe')} |"
+            )
+    if plain and plain.get("detector"):
+        detector = plain["detector"]
+        chosen, everything = detector["selective"], detector["answer_all"]
+        shown = [
+            "n/a" if v is None else f"{v:.2f}" for v in (chosen["accuracy_answered"], everything["accuracy_answered"])
+        ]
+        lines += [
+            "",
+            f"Selective answering on {plain['name']} (mitigation d), answering only when the confidence is at least "
+            f"{_threshold(detector['threshold'])} (chosen on dev): accuracy {shown[0]} on "
+            f"{chosen['coverage']:.0%} of the test questions answered, hallucinating on "
+            f"{chosen['hallucination_rate']:.0%} of them; answering "
+            f"everything: {shown[1]} on {everything['coverage']:.0%}, hallucinating on "
+            f"{everything['hallucination_rate']:.0%}.",
+        ]
+    return lines
+
+
+def _threshold(value: float | None) -> str:
+    return "above every confidence (no threshold gains on dev)" if value is None else f"{value:.2f}"
 
 
 def _verdict(holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None) -> str:
@@ -290,4 +366,4 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
     return lines
 
 
-__all__ = ["answered_accuracy", "wilson_interval", "write_report"]
+__all__ = ["answered_accuracy", "time_breakdown", "write_report"]

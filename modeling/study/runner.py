@@ -29,7 +29,16 @@ from .config import Condition, StudyArguments, plan_conditions
 from .probe import probe_knowledge
 from .report import write_report
 
-CONDITION_FIELDS = ("name", "fraction_unknown", "method", "mitigation", "finetune_size", "per_epoch", "set_sizes")
+CONDITION_FIELDS = (
+    "name",
+    "fraction_unknown",
+    "method",
+    "mitigation",
+    "finetune_size",
+    "per_epoch",
+    "set_sizes",
+    "detector",
+)
 # Settings that may differ between two runs of the same pre-training.
 VOLATILE = ("num_threads", "overwrite_output_dir")
 
