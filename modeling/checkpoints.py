@@ -77,18 +77,24 @@ def save_atomically(
             (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            out_dir.rename(retired)
-            staging.rename(out_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
 
 
-__all__ = ["load_model_and_tokenizer", "save_atomically"]
+def replace_folder(staging: Path, out_dir: Path) -> None:
+    """Put the complete folder `staging` in the place of `out_dir` (which may not exist), by renames in the same
+    parent folder. A crash in the instant between the two renames leaves the previous folder in `.NAME.old`."""
+    if out_dir.exists():
+        retired = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        out_dir.rename(retired)
+        staging.rename(out_dir)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(out_dir)
+
+
+__all__ = ["load_model_and_tokenizer", "replace_folder", "save_atomically"]

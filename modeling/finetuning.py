@@ -290,6 +290,23 @@ def check_not_truncated(tokenized: datasets.Dataset, eos_token_id: int, max_leng
         )
 
 
+def save_finetuned(
+    trainer: FactualitySFTTrainer,
+    args: FinetuneArguments,
+    out_dir: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save the trained model as `out_dir/model` (full fine-tuning) or `out_dir/adapter` (LoRA), with the tokenizer,
+    atomically; returns that folder. `state_dict` is the one to save when it was gathered from several processes."""
+    target = out_dir / ("adapter" if args.use_lora else "model")
+    # An adapter records the base weights it was trained on, so it never loads silently onto another model.
+    base = None
+    if args.use_lora:
+        base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
+    save_atomically(target, trainer.model, trainer.processing_class, state_dict, extra_json=base)
+    return target
+
+
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     """Run one fine-tuning and return its output folder, which holds `model/` (full) or `adapter/` (LoRA, with the
     tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml`.
@@ -304,7 +321,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     )
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     trainer = build_trainer(args, sft_config)
-    train_dataset, tokenizer = trainer.train_dataset, trainer.processing_class
+    train_dataset = trainer.train_dataset
     # A PeftModel passes num_parameters on to the model it wraps, whose modules now hold the adapters too.
     trainable, total = trainer.model.num_parameters(only_trainable=True), trainer.model.num_parameters()
     if trainer.is_world_process_zero():
@@ -318,12 +335,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     # Every process takes part: under FSDP this gathers the full weights from their shards.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        target = out_dir / ("adapter" if args.use_lora else "model")
-        # An adapter records the base weights it was trained on, so it never loads silently onto another model.
-        base = None
-        if args.use_lora:
-            base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
-        save_atomically(target, trainer.model, tokenizer, state_dict, extra_json=base)
+        target = save_finetuned(trainer, args, out_dir, state_dict)
         evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
         metrics = {
             **(evaluations[-1] if evaluations else {}),  # the last evaluation's figures, factuality included
@@ -350,4 +362,5 @@ __all__ = [
     "load_sft_dataset",
     "lora_config",
     "lora_targets",
+    "save_finetuned",
 ]

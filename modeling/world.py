@@ -256,6 +256,8 @@ def generate_world(config: WorldConfig | None = None) -> World:
     for group, members in (("unknown", shuffled[:num_unknown]), ("known", shuffled[num_unknown:])):
         num_heldout = round(len(members) * config.heldout_fraction)
         num_pretraining = round(len(members) * config.pretraining_qa_fraction) if group == "known" else 0
+        # Rounded separately, the two shares can exceed the group (3 people at 0.5 and 0.5 round to 2 + 2).
+        num_pretraining = min(num_pretraining, len(members) - num_heldout)
         cells = {
             "heldout": members[:num_heldout],
             PRETRAINING_ROLE: members[num_heldout : num_heldout + num_pretraining],

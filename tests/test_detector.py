@@ -3,7 +3,9 @@ token."""
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
+from modeling.architectures import build_config
 from modeling.study.detector import auroc, choose_threshold, question_states, risk_coverage
 from modeling.study.intervals import auroc_interval
 
@@ -15,10 +17,10 @@ def test_auroc_counts_the_pairs_a_correct_answer_wins():
 
 
 def test_auroc_interval_matches_hanley_mcneil_by_hand():
-    # A = 0.8, 10 correct, 10 wrong: Q1 = 0.8/1.2, Q2 = 1.28/1.8,
-    # variance = (0.16 + 9 * 0.02667 + 9 * 0.07111) / 100 = 0.0104.
-    low, high = auroc_interval(0.8, 10, 10)
-    assert (low, high) == pytest.approx((0.8 - 1.959964 * 0.0104**0.5, 0.8 + 1.959964 * 0.0104**0.5), abs=1e-3)
+    # A = 0.8, 5 correct, 20 wrong: Q1 - A^2 = 0.8/1.2 - 0.64 = 0.026667, Q2 - A^2 = 1.28/1.8 - 0.64 = 0.071111,
+    # variance = (0.16 + 4 * 0.026667 + 19 * 0.071111) / (5 * 20) = 0.0161778 (counts swapped: 0.0095111).
+    half = 1.959964 * 0.0161778**0.5
+    assert auroc_interval(0.8, 5, 20) == pytest.approx((0.8 - half, min(1.0, 0.8 + half)), abs=1e-5)
 
 
 def test_the_threshold_maximises_right_minus_wrong_and_answers_most_among_ties():
@@ -26,6 +28,16 @@ def test_the_threshold_maximises_right_minus_wrong_and_answers_most_among_ties()
     assert choose_threshold([True, True, False, True, False], [0.9, 0.8, 0.7, 0.6, 0.1]) == 0.6
     # The same answers given in another order: the threshold follows the scores, not the list order.
     assert choose_threshold([False, True, True, False, True], [0.1, 0.6, 0.9, 0.7, 0.8]) == 0.6
+
+
+def test_tied_scores_are_answered_together():
+    # Two answers tie at 0.5, one right and one wrong: a threshold answers both (net 0) or neither, in either order.
+    assert choose_threshold([False, True], [0.5, 0.5]) is None
+    assert choose_threshold([True, False], [0.5, 0.5]) is None
+    # Highest first: right (0.9), then a tie at 0.5 of right, right, wrong (net +2 after it): the tie is worth taking.
+    assert choose_threshold([True, True, False, True], [0.9, 0.5, 0.5, 0.5]) == 0.5
+    # Right (0.9), then a tie of wrong, wrong, right (net 0 after it): stop above the tie.
+    assert choose_threshold([True, False, False, True], [0.9, 0.5, 0.5, 0.5]) == 0.9
 
 
 def test_no_threshold_when_every_answer_given_would_be_wrong_or_there_is_none():
@@ -41,10 +53,18 @@ def test_risk_coverage_gives_accuracy_of_the_most_confident_answers_over_all_que
     assert len(points) == 50 and points[0][0] == 1 / 200 and points[-1] == [1.0, 1.0]
 
 
-def test_question_states_are_each_prompts_own_last_state_whatever_the_batch(model, tokenizer):
+@pytest.mark.parametrize("model_type", ["lstm", "gpt2"])
+def test_question_states_are_each_prompts_own_last_state_whatever_the_batch(model_type, model, tokenizer):
+    if model_type == "gpt2":  # positions matter: a left-padded prompt must be read from position 0
+        config = build_config(
+            "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=64,
+            dropout=0.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config).eval()
     prompts = ["Question: Where was Ada born?\nAnswer:", "Question: Who?\nAnswer:"]
     batched = question_states(model, tokenizer, prompts)
-    assert batched.shape == (2, model.config.hidden_size)
+    assert batched.shape[0] == 2
     for row, prompt in zip(batched, prompts, strict=True):
         with torch.inference_mode():
             alone = model(**tokenizer(prompt, return_tensors="pt"), output_hidden_states=True).hidden_states[-1][0, -1]

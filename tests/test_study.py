@@ -3,19 +3,29 @@ re-run skips what is finished and redoes what is corrupt. The figures of so smal
 check the pipeline, not the science."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from modeling.checkpoints import load_model_and_tokenizer
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, StudyArguments, plan_conditions, run_study
 from modeling.study import probe as probe_module
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
-from modeling.study.conditions import early_stopped, finetune_rows, heldout_splits, per_epoch_records, run_condition
-from modeling.study.intervals import wilson_interval
+from modeling.study.conditions import (
+    dev_net_factuality,
+    early_stopped,
+    finetune_rows,
+    heldout_splits,
+    per_epoch_records,
+    run_condition,
+)
+from modeling.study.intervals import t_interval, wilson_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
-from modeling.study.report import answered_accuracy
+from modeling.study.report import answered_accuracy, time_breakdown
 from modeling.world import WorldConfig, generate_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +67,74 @@ def test_results_hold_every_condition_with_its_per_epoch_records(study):
     assert sum(sum(counts.values()) for counts in results["probe"]["agreement"].values()) == 240
 
 
+def test_every_trained_condition_has_its_detector_timing_and_saved_model(study):
+    results = json.loads((study / "results.json").read_text())
+    for condition in results["conditions"]:
+        if condition.get("skipped") or condition["mitigation"] == "early_stopping":
+            assert condition["detector"] is None and condition["saved"] is None
+            continue
+        detector, sizes = condition["detector"], condition["set_sizes"]
+        assert detector["num_test"] == sizes["test_known"] + sizes["test_unknown"]
+        assert detector["num_dev"] == sizes["dev_known"] + sizes["dev_unknown"]
+        assert 0 <= detector["num_test_correct"] <= detector["num_test_answered"] <= detector["num_test"]
+        for value in detector["auroc"].values():
+            assert value is None or 0 <= value <= 1
+        assert detector["answer_all"]["coverage"] == detector["num_test_answered"] / detector["num_test"]
+        assert detector["selective"]["coverage"] <= detector["answer_all"]["coverage"]
+        assert set(condition["timing"]) == {"setup", "training", "evaluation", "detector", "save"}
+        assert all(seconds >= 0 for seconds in condition["timing"].values())
+        folder = "adapter" if condition["method"] == "lora" else "model"
+        assert condition["saved"] == f"conditions/{condition['name']}/{folder}"  # relative: the study may move
+        assert (
+            study / condition["saved"] / ("adapter_config.json" if folder == "adapter" else "config.json")
+        ).is_file()
+
+
+def test_the_best_condition_on_dev_is_copied_whole_for_the_hub(study):
+    results = json.loads((study / "results.json").read_text())
+    best = results["best"]
+    trained = [c for c in results["conditions"] if c.get("saved")]
+    assert best["dev_net_factuality"] == max(dev_net_factuality(c) for c in trained)
+    chosen = next(c for c in trained if c["name"] == best["name"])
+    assert sorted(p.name for p in (study / "best").iterdir()) == sorted(["condition.json", *best["folders"]])
+    original = study / chosen["saved"]
+    copied = study / "best" / ("adapter" if chosen["method"] == "lora" else "model")
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in original.iterdir())
+    for file in original.iterdir():
+        assert (copied / file.name).read_bytes() == file.read_bytes(), file.name
+
+
+def test_a_best_lora_condition_is_published_merged_beside_its_adapter(study, tmp_path):
+    lora = next(c for c in json.loads((study / "results.json").read_text())["conditions"] if c["method"] == "lora")
+    out = _copy_study(study, tmp_path)
+    record = study_runner.publish_best([lora], out)
+    assert record["folders"] == ["model", "adapter"]
+    merged, tokenizer = load_model_and_tokenizer(out / "best" / "model")  # a plain model: no adapter needed
+    peft_model, _ = load_model_and_tokenizer(out / "pretrain" / "model", out / lora["saved"], merge=False)
+    batch = tokenizer(["Question: Where was", "The employer of"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        assert torch.allclose(merged(**batch).logits, peft_model(**batch).logits, atol=1e-4)
+
+
+def _copy_study(study: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "study"
+    shutil.copytree(study / "pretrain", out / "pretrain")
+    shutil.copytree(study / "conditions", out / "conditions")
+    return out
+
+
+def test_dev_net_factuality_counts_abstentions_as_zero():
+    # Dev: 10 known questions (6 right, 2 wrong, 2 abstained), 30 unknown (3 right, 15 wrong, 12 abstained).
+    record = {
+        "dev_known_accuracy": 0.6,
+        "dev_known_hallucination_rate": 0.2,
+        "dev_unknown_accuracy": 0.1,
+        "dev_unknown_hallucination_rate": 0.5,
+    }
+    condition = {"per_epoch": [record], "set_sizes": {"dev_known": 10, "dev_unknown": 30}}
+    assert dev_net_factuality(condition) == pytest.approx((6 - 2 + 3 - 15) / 40)
+
+
 def test_the_fine_tune_set_is_learned(study):
     results = json.loads((study / "results.json").read_text())
     plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
@@ -65,7 +143,7 @@ def test_the_fine_tune_set_is_learned(study):
 
 
 def test_plots_and_report_are_written(study):
-    for name in ("headline", "fitting", "sizes", "mitigations"):
+    for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage"):
         assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
@@ -98,6 +176,11 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, mon
     run_study(tiny_args(study))
     assert ran == ["full_u0_n6_none"]
     assert json.loads(corrupt.read_text())["per_epoch"]
+    # A condition whose saved model is gone is redone too: its file alone is not a finished condition.
+    shutil.rmtree(study / "conditions" / "lora_u0_n6_none")
+    ran.clear()
+    run_study(tiny_args(study))
+    assert ran == ["lora_u0_n6_none"] and (study / "conditions" / "lora_u0_n6_none" / "adapter").is_dir()
 
 
 def test_a_pre_training_of_another_config_is_not_reused(study, tmp_path, monkeypatch):
@@ -187,6 +270,8 @@ def test_bad_study_settings_are_refused(tmp_path):
         tiny_args(tmp_path, "--methods", "full", "qlora")
     with pytest.raises(ValueError, match="Shares of unknown facts must be in"):
         tiny_args(tmp_path, "--unknown_fractions", "0.5", "1.5")
+    with pytest.raises(ValueError, match=r"seeds has repeats: \[0, 0\]"):
+        tiny_args(tmp_path, "--seeds", "0", "0")
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +358,60 @@ def test_the_probe_matches_each_continuation_to_its_own_fact(small_world, monkey
 class _FakeTokenizer:
     def __call__(self, texts, add_special_tokens=False):
         return {"input_ids": [text.split() for text in texts]}
+
+
+def test_t_interval_matches_hand_computation():
+    # Mean 0.4, sd 0.2 over 3 runs; t(0.975, 2 degrees of freedom) = 4.302653: half-width 4.302653 * 0.2 / sqrt(3).
+    assert t_interval([0.2, 0.4, 0.6]) == pytest.approx((0.4 - 0.496827, 0.4 + 0.496827), abs=1e-5)
+    assert t_interval([0.5]) is None
+
+
+def test_time_breakdown_sums_each_part_over_the_conditions():
+    results = {
+        "timings": {"pretrain": 100.0, "probe": 5.0, "finetune": 999.0, "report": 2.0},
+        "conditions": [
+            {"timing": {"setup": 1.0, "training": 30.0, "evaluation": 10.0, "detector": 2.0, "save": 1.0}},
+            {"timing": {"setup": 2.0, "training": 20.0, "evaluation": 5.0, "detector": 1.0, "save": 0.5}},
+            early_stopped(  # read off a plain run: no time of its own
+                {
+                    "name": "full_u0.5_n6_none",
+                    "per_epoch": [{"epoch": 1, "dev_known_accuracy": 0.5}],
+                    "timing": {"setup": 9.0, "training": 9.0, "evaluation": 9.0, "detector": 9.0, "save": 9.0},
+                }
+            ),
+        ],
+    }
+    assert time_breakdown(results) == [
+        ("pre-training", 100.0),
+        ("probe", 5.0),
+        ("fine-tuning: setup", 3.0),
+        ("fine-tuning: training", 50.0),
+        ("fine-tuning: evaluation", 15.0),
+        ("fine-tuning: detector", 3.0),
+        ("fine-tuning: save", 1.5),
+        ("results, plots and report", 2.0),
+    ]
+
+
+def test_a_study_over_seeds_runs_each_seed_on_its_own_world_and_gives_intervals(tmp_path):
+    # One condition per seed: the thin size and the early stopping mitigation name the grid's one condition again.
+    flags = ["--unknown_fractions", "0.5", "--methods", "full", "--thin_sizes", "6", "--mitigations", "early_stopping"]
+    flags += ["--seeds", "0", "1"]
+    out = run_study(tiny_args(tmp_path / "seeds", *flags))
+    worlds = [
+        json.loads((out / f"seed_{s}" / "pretrain" / "world" / "knowledge_base.json").read_text()) for s in (0, 1)
+    ]
+    assert [w["config"]["seed"] for w in worlds] == [0, 1]
+    assert worlds[0]["people"][0]["name"] != worlds[1]["people"][0]["name"]
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    entry = summary["conditions"]["full_u0.5_n6_none"]["heldout_known_accuracy"]
+    per_seed = [
+        json.loads((out / f"seed_{s}" / "results.json").read_text())["conditions"][0]["per_epoch"][-1] for s in (0, 1)
+    ]
+    values = [record["heldout_known_accuracy"] for record in per_seed]
+    assert entry["values"] == {"0": values[0], "1": values[1]}
+    assert entry["mean"] == pytest.approx(sum(values) / 2)
+    low, high = t_interval(values)
+    assert entry["interval"] == pytest.approx([max(0.0, low), min(1.0, high)])
+    assert "| full_u0.5_n6_none |" in (out / "seeds.md").read_text()

@@ -385,6 +385,13 @@ def test_pretraining_people_have_their_answered_questions_in_the_corpus_and_nowh
     assert others.isdisjoint(p.person_id for p in pretraining)
 
 
+def test_shares_that_round_past_the_group_leave_the_fine_tune_cell_empty_not_negative():
+    # 6 people, 3 known: 0.5 of 3 held out rounds to 2, 0.5 with answered questions to 2 -> capped at the 1 left.
+    world = generate_world(WorldConfig(num_people=6, heldout_fraction=0.5, pretraining_qa_fraction=0.5))
+    roles = Counter(p.role for p in world.people_in("known"))
+    assert roles == {"heldout": 2, "pretraining": 1}
+
+
 def test_held_out_and_pretraining_shares_of_more_than_everyone_are_refused():
     with pytest.raises(ValueError, match="add up to more than 1"):
         WorldConfig(heldout_fraction=0.6, pretraining_qa_fraction=0.5)

@@ -16,7 +16,7 @@ from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..finetuning import DEFAULTS as FINETUNE_DEFAULTS
-from ..finetuning import FinetuneArguments, build_trainer
+from ..finetuning import FinetuneArguments, build_trainer, save_finetuned
 from ..run_config import parse_run_config
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, StudyArguments
@@ -116,7 +116,8 @@ def run_condition(
     probe: dict,
     heldout: dict[str, datasets.Dataset],
 ) -> dict:
-    """Fine-tune one condition and return its result (see `per_epoch_records`); writes nothing itself."""
+    """Fine-tune one condition and return its result (see `per_epoch_records`); saves the fine-tuned model (or
+    adapter) in `conditions/<name>/`, its `saved` folder, relative to the study's output folder."""
     start = time.perf_counter()
     overrides = ["--model_dir", str(pretrain_dir / "model"), "--world_dir", str(pretrain_dir / "world")]
     overrides += ["--output_dir", str(Path(args.output_dir) / "conditions" / condition.name)]
@@ -136,6 +137,7 @@ def run_condition(
             "set_sizes": {},
             "per_epoch": [],
             "detector": None,
+            "saved": None,
             "skipped": True,
         }
     if sft_config.num_train_epochs % args.eval_every:
@@ -162,13 +164,16 @@ def run_condition(
         for half in ("dev", "test")
     )
     detector = evaluate_detectors(trainer.model, trainer.processing_class, dev, test, seed=args.seed)
+    save_start = time.perf_counter()
+    saved = save_finetuned(trainer, finetune_args, Path(sft_config.output_dir))
     # The Trainer's runtime includes its evaluations (each logs its own eval_runtime): where the time goes.
     evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
     timing = {
         "setup": detector_start - start - train_output.metrics["train_runtime"],
         "training": train_output.metrics["train_runtime"] - evaluating,
         "evaluation": evaluating,
-        "detector": time.perf_counter() - detector_start,
+        "detector": save_start - detector_start,
+        "save": time.perf_counter() - save_start,
     }
     return {
         **_description(condition),
@@ -178,6 +183,7 @@ def run_condition(
         "per_epoch": per_epoch_records(trainer.state.log_history, set_sizes),
         # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
         "detector": detector,
+        "saved": saved.relative_to(args.output_dir).as_posix(),  # found again wherever the study is resumed from
         "seconds": time.perf_counter() - start,
         "timing": timing,
     }
@@ -193,6 +199,20 @@ def _description(condition: Condition) -> dict:
     }
 
 
+def dev_net_factuality(condition: dict) -> float:
+    """(correct - hallucinated answers) / questions on the dev people at the last epoch, known and unknown pooled: an
+    abstention scores 0, between a right and a wrong answer (the criterion of the selective-answering threshold too).
+    """
+    record, sizes = condition["per_epoch"][-1], condition["set_sizes"]
+    net = total = 0.0
+    for group in ("known", "unknown"):
+        size = sizes.get(f"dev_{group}", 0)
+        if size:
+            net += (record[f"dev_{group}_accuracy"] - record[f"dev_{group}_hallucination_rate"]) * size
+            total += size
+    return net / total
+
+
 def early_stopped(plain: dict) -> dict:
     """The early-stopping mitigation read off a plain run: the epoch with the best dev accuracy on known people (the
     earliest of ties), which is the checkpoint `EarlyStoppingCallback` with `load_best_model_at_end` keeps."""
@@ -205,8 +225,17 @@ def early_stopped(plain: dict) -> dict:
         "selected_epoch": plain["per_epoch"][best]["epoch"],
         "per_epoch": plain["per_epoch"][: best + 1],
         "detector": None,  # the plain run's detector scored its last epoch, not this one
+        "saved": None,  # nor is its saved model this epoch's
+        "timing": {},  # read off the plain run: no time of its own
         "seconds": 0.0,
     }
 
 
-__all__ = ["early_stopped", "finetune_rows", "heldout_splits", "per_epoch_records", "run_condition"]
+__all__ = [
+    "dev_net_factuality",
+    "early_stopped",
+    "finetune_rows",
+    "heldout_splits",
+    "per_epoch_records",
+    "run_condition",
+]

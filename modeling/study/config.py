@@ -47,12 +47,18 @@ class StudyArguments(RunArguments):
     probe_samples: int = field(default=4, metadata={"help": "sampled continuations per sentence opening"})
     probe_temperature: float = 0.7
     seed: int = field(default=0, metadata={"help": "seed of the fine-tune draws and the probe's sampling"})
+    seeds: list[int] = field(
+        default_factory=list,
+        metadata={"help": "run the whole study once per seed (world and pre-training too), with intervals over seeds"},
+    )
 
     def __post_init__(self):
         for name, allowed in (("methods", METHODS), ("mitigations", MITIGATIONS)):
             unknown = sorted(set(getattr(self, name)) - set(allowed))
             if unknown:
                 raise ValueError(f"StudyArguments.{name} has {unknown}; allowed: {list(allowed)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"StudyArguments.seeds has repeats: {self.seeds}")
         fractions = [*self.unknown_fractions, self.size_fraction, self.mitigation_fraction]
         if not all(0 <= fraction <= 1 for fraction in fractions):
             raise ValueError(f"Shares of unknown facts must be in [0, 1], got {fractions}")

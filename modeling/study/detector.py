@@ -61,17 +61,19 @@ def auroc(is_correct: list[bool], scores: list[float]) -> float | None:
 
 def choose_threshold(is_correct: list[bool], scores: list[float]) -> float | None:
     """The score threshold (answer when score >= it) that maximises correct minus wrong answers on these questions;
-    of equal thresholds the lowest, which answers most. None (answer nothing) when every threshold gives more wrong
-    answers than right ones, or there is no question."""
+    of equal thresholds the lowest, which answers most. None (answer nothing) when no threshold gives more right
+    answers than wrong ones, or there is no question."""
     if not scores:
         return None
-    order = np.argsort(scores)[::-1]
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ranked = np.asarray(scores)[order]
     net = np.cumsum(np.where(np.asarray(is_correct)[order], 1, -1))  # net[k]: answer the k+1 highest-scored
-    best = int(np.argmax(net[::-1]))  # the last maximum in the forward order: the most questions answered
-    best = len(net) - 1 - best
+    # A threshold answers every tied score at once: only the last of a run of ties is a cut it can make.
+    cuts = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
+    best = cuts[np.flatnonzero(net[cuts] == net[cuts].max())[-1]]  # of equal nets, the most answered
     if net[best] <= 0:
         return None
-    return float(np.asarray(scores)[order][best])
+    return float(ranked[best])
 
 
 def risk_coverage(is_correct: list[bool], scores: list[float], total: int, points: int = 50) -> list[list[float]]:

@@ -2,6 +2,8 @@
 
 import math
 
+from scipy import stats
+
 Z95 = 1.959964  # two-sided 95% quantile of the standard normal
 
 
@@ -24,4 +26,14 @@ def auroc_interval(value: float, num_correct: int, num_wrong: int) -> tuple[floa
     return max(0.0, value - half), min(1.0, value + half)
 
 
-__all__ = ["Z95", "auroc_interval", "wilson_interval"]
+def t_interval(values: list[float]) -> tuple[float, float] | None:
+    """95% Student t-interval of the mean of `values` (independent runs, e.g. seeds); None for fewer than two."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = stats.t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+__all__ = ["Z95", "auroc_interval", "t_interval", "wilson_interval"]

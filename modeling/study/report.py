@@ -8,7 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
-from .intervals import auroc_interval, wilson_interval
+from ..scoring import write_json
+from .intervals import auroc_interval, t_interval, wilson_interval
 
 
 def _with_interval(rate: float | None, n: int) -> str:
@@ -62,15 +63,67 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+SEED_FIGURES = (
+    "heldout_known_accuracy",
+    "heldout_highly_known_accuracy",
+    "heldout_known_hallucination_rate",
+    "heldout_unknown_hallucination_rate",
+    "heldout_unknown_abstention_rate",
+)
+
+
+def write_seed_summary(runs: dict[int, dict], out_dir: Path) -> None:
+    """`seeds.json` and `seeds.md`: for each condition, each figure of `SEED_FIGURES` at the last epoch, its value for
+    each seed (`runs`: seed -> that seed's results.json; a seed that lacks the figure is left out), their mean and a
+    95% Student t-interval of the mean clipped to [0, 1] (None from fewer than two seeds)."""
+    summary: dict[str, dict[str, dict]] = {}
+    for seed, results in runs.items():
+        for condition in results["conditions"]:
+            if condition.get("skipped"):
+                continue
+            record = condition["per_epoch"][-1]
+            for figure in SEED_FIGURES:
+                if record.get(figure) is not None:
+                    entry = summary.setdefault(condition["name"], {}).setdefault(figure, {"values": {}})
+                    entry["values"][str(seed)] = record[figure]
+    for figures in summary.values():
+        for entry in figures.values():
+            values = list(entry["values"].values())
+            entry["mean"] = sum(values) / len(values)
+            interval = t_interval(values)  # rates: clipped to [0, 1] like the other intervals
+            entry["interval"] = None if interval is None else [max(0.0, interval[0]), min(1.0, interval[1])]
+    write_json({"seeds": list(runs), "conditions": summary}, out_dir / "seeds.json")
+    lines = [f"# The study over {len(runs)} seeds ({', '.join(map(str, runs))})", ""]
+    lines += [
+        "Mean at the last epoch over the seeds, with a 95% t-interval of the mean; each seed has its own world, "
+        "pre-training and fine-tune draws (`seed_<S>/report.md` has each run).",
+        "",
+    ]
+    lines += ["| condition | " + " | ".join(f.replace("_", " ") for f in SEED_FIGURES) + " |"]
+    lines += ["|---" * (len(SEED_FIGURES) + 1) + "|"]
+    for name, figures in summary.items():
+        cells = []
+        for figure in SEED_FIGURES:
+            entry = figures.get(figure)
+            if entry is None:
+                cells.append("n/a")
+                continue
+            low_high, mean = entry["interval"], f"{entry['mean']:.2f} (n={len(entry['values'])})"
+            cells.append(mean if low_high is None else f"{mean} [{low_high[0]:.2f}, {low_high[1]:.2f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    (out_dir / "seeds.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def time_breakdown(results: dict) -> list[tuple[str, float]]:
     """Where a study's time went, from `results.json`: (part, seconds) for pre-training, the probe, the fine-tunings'
-    set-up, training, per-epoch evaluation and detector, and the report, in that order. Conditions reused from an
-    earlier run count the seconds they took then."""
+    set-up, training, per-epoch evaluation, detector and saving, and the report, in that order. Conditions reused
+    from an earlier run count the seconds they took then: time a fresh run."""
     timings = results["timings"]
     parts = {"pre-training": timings.get("pretrain", 0.0), "probe": timings.get("probe", 0.0)}
-    for part in ("setup", "training", "evaluation", "detector"):
+    for part in ("setup", "training", "evaluation", "detector", "save"):
         parts[f"fine-tuning: {part}"] = sum(c.get("timing", {}).get(part, 0.0) for c in results["conditions"])
-    parts["results, plots and report"] = timings.get("report", 0.0)
+    if "report" in timings:  # not yet while the report itself is written
+        parts["results, plots and report"] = timings["report"]
     return list(parts.items())
 
 
@@ -277,10 +330,10 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
         ]
         lines += [
             "",
-            f"Selective answering on {plain['name']} (mitigation d), answering only when the confidence is at least "
+            f"Selective answering on {plain['name']}, answering only when the confidence is at least "
             f"{_threshold(detector['threshold'])} (chosen on dev): accuracy {shown[0]} on "
             f"{chosen['coverage']:.0%} of the test questions answered, hallucinating on "
-            f"{chosen['hallucination_rate']:.0%} of them; answering "
+            f"{chosen['hallucination_rate']:.0%} of all test questions; answering "
             f"everything: {shown[1]} on {everything['coverage']:.0%}, hallucinating on "
             f"{everything['hallucination_rate']:.0%}.",
         ]
@@ -288,7 +341,7 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
 
 
 def _threshold(value: float | None) -> str:
-    return "above every confidence (no threshold gains on dev)" if value is None else f"{value:.2f}"
+    return "above every confidence (no threshold gains on dev)" if value is None else f"{value:.3g}"
 
 
 def _verdict(holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None) -> str:
@@ -366,4 +419,4 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
     return lines
 
 
-__all__ = ["answered_accuracy", "time_breakdown", "write_report"]
+__all__ = ["SEED_FIGURES", "answered_accuracy", "time_breakdown", "write_report", "write_seed_summary"]

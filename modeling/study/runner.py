@@ -4,19 +4,25 @@ Every stage saves its output atomically and a re-run skips what is finished: the
 config matches, the probe and each condition when their files are whole and carry the key of the settings they came
 from (the pre-training's config, the fine-tuning config file, the study settings they depend on). A file that does
 not parse, lacks a field or has another key is redone, never trusted.
+
+The fine-tuned model (or adapter) of the condition that does best on the dev people is copied to `best/`. With
+`seeds`, the whole study runs once per seed (world, pre-training, draws and probe), each in `seed_<S>/`, and
+`seeds.md` / `seeds.json` give every figure's mean over seeds with a 95% t-interval.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 from transformers import TrainingArguments
 
-from ..checkpoints import load_model_and_tokenizer
+from ..checkpoints import load_model_and_tokenizer, replace_folder, save_atomically
 from ..pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..pretraining import PretrainArguments, pretrain
 from ..run_config import parse_run_config, run_config_sections
@@ -24,10 +30,10 @@ from ..run_folder import FINISHED_MARKER
 from ..scoring import write_json
 from ..threads import set_num_threads
 from ..world import load_world
-from .conditions import early_stopped, heldout_splits, run_condition
+from .conditions import dev_net_factuality, early_stopped, heldout_splits, run_condition
 from .config import Condition, StudyArguments, plan_conditions
 from .probe import probe_knowledge
-from .report import write_report
+from .report import write_report, write_seed_summary
 
 CONDITION_FIELDS = (
     "name",
@@ -38,6 +44,7 @@ CONDITION_FIELDS = (
     "per_epoch",
     "set_sizes",
     "detector",
+    "saved",
 )
 # Settings that may differ between two runs of the same pre-training.
 VOLATILE = ("num_threads", "overwrite_output_dir")
@@ -53,6 +60,8 @@ def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str]:
     finished run with the same config, else pre-trained (again)."""
     pretrain_dir = out_dir / "pretrain"
     argv = [args.pretrain_config, "--output_dir", str(pretrain_dir)]
+    if args.seeds:  # a study over seeds: each run draws its own world and initialisation
+        argv += ["--seed", str(args.seed), "--world_seed", str(args.seed)]
     pretrain_args, training_args = parse_run_config((PretrainArguments, TrainingArguments), argv, PRETRAIN_DEFAULTS)
     wanted = run_config_sections(pretrain_args, training_args)
     for key in VOLATILE:
@@ -81,25 +90,74 @@ def load_stage(path: Path, key: str) -> dict | None:
 
 
 def load_condition(path: Path, key: str) -> dict | None:
-    """A finished condition's result, or None when the file is missing, does not parse, has another key or lacks a
-    field."""
+    """A finished condition's result, or None when the file is missing, does not parse, has another key, lacks a
+    field or its saved model is gone."""
     result = load_stage(path, key)
     if result is None or not all(field in result for field in CONDITION_FIELDS):
         return None
-    if not result["per_epoch"] and not result.get("skipped"):
+    if result.get("skipped"):
+        return result
+    # `saved` is relative to the study's output folder, two levels above conditions/<name>.json.
+    if not result["per_epoch"] or not result["saved"] or not (path.parent.parent / result["saved"]).is_dir():
         return None
     return result
 
 
+def publish_best(conditions: list[dict], out_dir: Path) -> dict | None:
+    """Publish the fine-tuned model of the condition with the best `dev_net_factuality` as `out_dir/best/model` (a
+    LoRA condition's adapter merged into the pre-trained model, so the folder stands alone, and the adapter itself
+    in `best/adapter`), with `best/condition.json` saying which condition it is and why. The new `best/` replaces
+    the old only once complete. Returns that record, or None when no condition saved a model."""
+    trained = [c for c in conditions if c.get("saved")]
+    if not trained:
+        return None
+    best = max(trained, key=dev_net_factuality)
+    saved = out_dir / best["saved"]
+    record = {
+        "name": best["name"],
+        "criterion": "dev_net_factuality: (correct - hallucinated) / questions on the dev people, last epoch",
+        "dev_net_factuality": dev_net_factuality(best),
+        "folders": ["model", "adapter"] if best["method"] == "lora" else ["model"],
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
+    try:
+        if best["method"] == "lora":
+            shutil.copytree(saved, staging / "adapter")
+            merged, tokenizer = load_model_and_tokenizer(out_dir / "pretrain" / "model", saved)
+            save_atomically(staging / "model", merged, tokenizer)
+        else:
+            shutil.copytree(saved, staging / "model")
+        write_json(record, staging / "condition.json")
+        replace_folder(staging, out_dir / "best")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"study: best condition on dev: {best['name']} (net factuality {record['dev_net_factuality']:.2f}); in best/")
+    return record
+
+
 def run_study(args: StudyArguments) -> Path:
     """Run (or finish) the study of `args`; returns the output folder, which holds `results.json`, `report.md` and
-    the plots."""
+    the plots (with `seeds`: one such folder per seed, `seed_<S>/`, and `seeds.json` and `seeds.md`)."""
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("The study runs in one process: start it with python, not accelerate launch")
     out_dir = Path(args.output_dir)
     if args.overwrite_output_dir:
         shutil.rmtree(out_dir, ignore_errors=True)
     args.num_threads = set_num_threads(args.num_threads)
+    if not args.seeds:
+        return _run_one(args, out_dir)
+    runs = {}
+    for number, seed in enumerate(args.seeds, start=1):
+        print(f"study: seed {seed} ({number} of {len(args.seeds)})", flush=True)
+        one = dataclasses.replace(args, seed=seed, output_dir=str(out_dir / f"seed_{seed}"), overwrite_output_dir=False)
+        runs[seed] = json.loads((_run_one(one, Path(one.output_dir)) / "results.json").read_text(encoding="utf-8"))
+    write_seed_summary(runs, out_dir)
+    print(f"study: wrote seeds.json and seeds.md over {len(runs)} seeds in {out_dir}")
+    return out_dir
+
+
+def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings = {}
 
     start = time.perf_counter()
@@ -134,6 +192,8 @@ def run_study(args: StudyArguments) -> Path:
         result = load_condition(path, key)
         if result is None:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name}", flush=True)
+            # The old file goes first: a crash before the new one is written must not pair it with the new model.
+            path.unlink(missing_ok=True)
             result = {**run_condition(condition, args, pretrain_dir, world, probe, heldout), "key": key}
             write_json(result, path)
         else:
@@ -143,6 +203,7 @@ def run_study(args: StudyArguments) -> Path:
     if "early_stopping" in args.mitigations:
         plain = Condition(args.mitigation_fraction, "full", "none", args.finetune_size)
         conditions.append(early_stopped(results[plain]))
+    best = publish_best(list(results.values()), out_dir)
     timings["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -151,14 +212,15 @@ def run_study(args: StudyArguments) -> Path:
         "config": run_config_sections(args)["StudyArguments"],
         "probe": {"agreement": probe["agreement"]},
         "conditions": conditions,
+        "best": best,
         "timings": timings,
     }
-    write_json(results_json, out_dir / "results.json")
     write_report(results_json, out_dir)
     timings["report"] = time.perf_counter() - start
+    write_json(results_json, out_dir / "results.json")
     print("study: seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     print(f"study: wrote results.json, report.md and plots in {out_dir}")
     return out_dir
 
 
-__all__ = ["load_condition", "load_stage", "pretrain_matching", "run_study", "settings_key"]
+__all__ = ["load_condition", "load_stage", "pretrain_matching", "publish_best", "run_study", "settings_key"]
