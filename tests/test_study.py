@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from trl import SFTConfig
 
 from modeling.checkpoints import load_model_and_tokenizer
+from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, StudyArguments, plan_conditions, run_study
 from modeling.study import probe as probe_module
@@ -26,7 +28,7 @@ from modeling.study.conditions import (
 from modeling.study.intervals import t_interval, wilson_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
 from modeling.study.report import answered_accuracy, time_breakdown
-from modeling.world import WorldConfig, generate_world, save_world
+from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {
@@ -415,3 +417,28 @@ def test_a_study_over_seeds_runs_each_seed_on_its_own_world_and_gives_intervals(
     low, high = t_interval(values)
     assert entry["interval"] == pytest.approx([max(0.0, low), min(1.0, high)])
     assert "| full_u0.5_n6_none |" in (out / "seeds.md").read_text()
+
+
+def test_early_stopping_read_off_the_records_is_the_checkpoint_the_trainer_keeps(study, tmp_path):
+    """transformers' `load_best_model_at_end` on the fine-tune set's known answers (a figure that moves in a tiny run,
+    and then ties at 1.0: the earliest best must win) keeps the epoch that `early_stopped` reads off the records."""
+    world_dir, model_dir = study / "pretrain" / "world", study / "pretrain" / "model"
+    rows = draw_finetune_set(load_world(world_dir), 6, 0.5, seed=0)
+    sets = {"finetune_known": rows.filter(lambda g: g == "known", input_columns="group")}
+    settings = dict(
+        DEFAULTS, output_dir=str(tmp_path), num_train_epochs=80, per_device_train_batch_size=6, learning_rate=0.03,
+        eval_strategy="epoch", save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_finetune_known_exact_match", greater_is_better=True, logging_steps=50,
+    )  # fmt: skip
+    sft_config = parse_run_config((SFTConfig,), [f"--{k}={v}" for k, v in settings.items()])[0]
+    args = FinetuneArguments(model_dir=str(model_dir), world_dir=str(world_dir))
+    trainer = build_trainer(
+        args, sft_config, train_dataset=rows.rename_column("answer", "completion"), factuality_sets=sets
+    )
+    trainer.train()
+    records = per_epoch_records(trainer.state.log_history, {name: len(q) for name, q in sets.items()})
+    scores = [record["train_accuracy_known"] for record in records]
+    assert len(set(scores)) > 1 and scores.count(max(scores)) > 1  # it moved, and its best is tied
+    chosen = early_stopped({"name": "x_none", "per_epoch": records}, criterion="train_accuracy_known")
+    kept = json.loads((Path(trainer.state.best_model_checkpoint) / "trainer_state.json").read_text())
+    assert chosen["selected_epoch"] == round(kept["epoch"])

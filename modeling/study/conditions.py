@@ -213,10 +213,11 @@ def dev_net_factuality(condition: dict) -> float:
     return net / total
 
 
-def early_stopped(plain: dict) -> dict:
-    """The early-stopping mitigation read off a plain run: the epoch with the best dev accuracy on known people (the
-    earliest of ties), which is the checkpoint `EarlyStoppingCallback` with `load_best_model_at_end` keeps."""
-    scores = [record["dev_known_accuracy"] for record in plain["per_epoch"]]
+def early_stopped(plain: dict, criterion: str = "dev_known_accuracy") -> dict:
+    """The early-stopping mitigation read off a plain run: the epoch with the best `criterion` (a per-epoch record
+    key; by default the dev accuracy on known people), the earliest of ties: the checkpoint that
+    `load_best_model_at_end` keeps with the matching `metric_for_best_model` (a test checks this)."""
+    scores = [record[criterion] for record in plain["per_epoch"]]
     best = scores.index(max(scores))
     return {
         **plain,
