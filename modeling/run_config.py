@@ -35,7 +35,8 @@ def parse_run_config(
 ) -> tuple[Any, ...]:
     """Build the dataclasses from `defaults`, then an optional YAML file given as the first argument, then
     `--field value` flags. Unknown keys, in the file or as flags, are an error."""
-    parser = HfArgumentParser(dataclass_types)
+    # No abbreviations: "--unknown_fraction" must not quietly set "--unknown_fractions".
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
     overrides = dict(defaults or {})
     if argv and argv[0].endswith((".yaml", ".yml")):
         config_file, argv = argv[0], argv[1:]

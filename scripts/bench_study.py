@@ -18,6 +18,11 @@ def main() -> None:
     parser.add_argument("results", nargs="?", default="runs/study/results.json", help="a study's results.json")
     with open(parser.parse_args().results, encoding="utf-8") as file:
         results = json.load(file)
+    if results.get("reused"):
+        raise SystemExit(
+            f"This study reused {', '.join(results['reused'])} from an earlier run, so its times are not one run's: "
+            "time a fresh run (--overwrite_output_dir true, as above)"
+        )
     parts = time_breakdown(results)
     total = sum(results["timings"].values())  # the stages' wall-clock time, so "other" shows what no part covers
     parts.append(("other (data, files, best model)", total - sum(seconds for _, seconds in parts)))

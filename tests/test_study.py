@@ -4,10 +4,13 @@ check the pipeline, not the science."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import checkout_env
 from trl import SFTConfig
 
 from modeling.checkpoints import load_model_and_tokenizer
@@ -178,6 +181,16 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, mon
     run_study(tiny_args(study))
     assert ran == ["full_u0_n6_none"]
     assert json.loads(corrupt.read_text())["per_epoch"]
+    # Its times are not one run's: the report says so, and the benchmark refuses them.
+    results = json.loads((study / "results.json").read_text())
+    planned = [c.name for c in plan_conditions(tiny_args(study))]
+    assert results["reused"] == ["pretrain", "probe", *(name for name in planned if name != "full_u0_n6_none")]
+    assert "(This run reused pretrain, probe, " in (study / "report.md").read_text()
+    bench = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_study.py"), str(study / "results.json")],
+        capture_output=True, text=True, env=checkout_env(),
+    )  # fmt: skip
+    assert bench.returncode != 0 and "time a fresh run" in bench.stderr
     # A condition whose saved model is gone is redone too: its file alone is not a finished condition.
     shutil.rmtree(study / "conditions" / "lora_u0_n6_none")
     ran.clear()
@@ -272,6 +285,8 @@ def test_bad_study_settings_are_refused(tmp_path):
         tiny_args(tmp_path, "--methods", "full", "qlora")
     with pytest.raises(ValueError, match="Shares of unknown facts must be in"):
         tiny_args(tmp_path, "--unknown_fractions", "0.5", "1.5")
+    with pytest.raises(ValueError, match="unknown_fraction"):  # an abbreviation of unknown_fractions: refused
+        tiny_args(tmp_path, "--unknown_fraction", "0.5")
     with pytest.raises(ValueError, match=r"seeds has repeats: \[0, 0\]"):
         tiny_args(tmp_path, "--seeds", "0", "0")
 
@@ -325,7 +340,10 @@ def test_per_epoch_train_accuracy_weighs_known_and_unknown_by_their_counts():
 
 def test_a_finding_within_the_noise_says_so():
     # 0.5 vs 0.4 of 10 questions: [0.24, 0.76] and [0.17, 0.69] overlap; 0.9 vs 0.1 of 100 do not.
-    assert "intervals overlap" in report_module._verdict(True, (0.5, 10), (0.4, 10))
+    assert report_module._verdict(True, (0.5, 10), (0.4, 10)).startswith("**not shown**: the 95% intervals overlap")
+    assert report_module._verdict(True, (0.5, 10), (0.4, 10), claims_a_difference=False) == (
+        "**reproduced** (within the noise: the 95% intervals overlap)"
+    )
     assert report_module._verdict(True, (0.9, 100), (0.1, 100)) == "**reproduced**"
     assert report_module._verdict(False) == "**not reproduced**"
 

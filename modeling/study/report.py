@@ -250,7 +250,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
 
     lines = ["# Fine-tuning hallucination study", ""]
     lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
-    lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results)), ""]
+    lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results))]
+    if results.get("reused"):
+        lines += [f"(This run reused {', '.join(results['reused'])} from an earlier one: their time is not counted.)"]
+    lines += [""]
     lines += ["## What pre-training taught (probe, per designed category)", ""]
     lines += ["| designed | highly known | maybe known | weakly known | unknown |", "|---|---|---|---|---|"]
     for designed, counts in results["probe"]["agreement"].items():
@@ -330,8 +333,8 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
         ]
         lines += [
             "",
-            f"Selective answering on {plain['name']}, answering only when the confidence is at least "
-            f"{_threshold(detector['threshold'])} (chosen on dev): accuracy {shown[0]} on "
+            f"Selective answering on {plain['name']}, with the threshold chosen on dev: answering only when the "
+            f"confidence is {_threshold(detector['threshold'])} gives accuracy {shown[0]} on "
             f"{chosen['coverage']:.0%} of the test questions answered, hallucinating on "
             f"{chosen['hallucination_rate']:.0%} of all test questions; answering "
             f"everything: {shown[1]} on {everything['coverage']:.0%}, hallucinating on "
@@ -341,18 +344,26 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
 
 
 def _threshold(value: float | None) -> str:
-    return "above every confidence (no threshold gains on dev)" if value is None else f"{value:.3g}"
+    if value is None:
+        return "above every confidence (no threshold gained on dev, so nothing is answered)"
+    return f"at least {value:.3g}"
 
 
-def _verdict(holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None) -> str:
-    """ "reproduced" or "not reproduced" by the point estimates; when the two rates compared (rate, questions) have
-    overlapping 95% intervals the difference is within the noise, and the verdict says so."""
+def _verdict(
+    holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None, claims_a_difference=True
+) -> str:
+    """ "reproduced" or "not reproduced" by the point estimates of the two rates compared ((rate, questions) each).
+    When their 95% intervals overlap, a finding that claims a difference is "not shown" (the difference is within
+    the noise), and one that claims no difference says that the noise allows it."""
+    if a is None or b is None:
+        return "**reproduced**" if holds else "**not reproduced**"
+    (low_a, high_a), (low_b, high_b) = wilson_interval(*a), wilson_interval(*b)
+    if not (low_a <= high_b and low_b <= high_a):
+        return "**reproduced**" if holds else "**not reproduced**"
+    if claims_a_difference:
+        return "**not shown**: the 95% intervals overlap, the difference is within the noise of these held-out sets"
     verdict = "**reproduced**" if holds else "**not reproduced**"
-    if a is not None and b is not None:
-        (low_a, high_a), (low_b, high_b) = wilson_interval(*a), wilson_interval(*b)
-        if low_a <= high_b and low_b <= high_a:
-            verdict += " (but the 95% intervals overlap: within the noise of these held-out sets)"
-    return verdict
+    return verdict + " (within the noise: the 95% intervals overlap)"
 
 
 def _findings(conditions: list[dict], config: dict) -> list[str]:
@@ -403,7 +414,7 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
         lines.append(
             f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
             f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
-            f"{_verdict(kept >= full - 0.02, (kept, filtered['set_sizes']['test_known']), (full, questions))}."
+            f"{_verdict(kept >= full - 0.02, (kept, filtered['set_sizes']['test_known']), (full, questions), False)}."
         )
     abstained = _find(conditions, fraction, "abstention", size)
     if plain and abstained:

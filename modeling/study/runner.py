@@ -55,9 +55,9 @@ def settings_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str]:
-    """The pre-trained model folder of this study and the key of its config: reused when `out_dir/pretrain` holds a
-    finished run with the same config, else pre-trained (again)."""
+def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str, bool]:
+    """The pre-trained model folder of this study, the key of its config, and whether it was reused: it is when
+    `out_dir/pretrain` holds a finished run with the same config, else it is pre-trained (again)."""
     pretrain_dir = out_dir / "pretrain"
     argv = [args.pretrain_config, "--output_dir", str(pretrain_dir)]
     if args.seeds:  # a study over seeds: each run draws its own world and initialisation
@@ -73,11 +73,11 @@ def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str]:
             recorded.get("PretrainArguments", {}).pop(key, None)
         if recorded == wanted:
             print(f"study: pre-training: reusing {pretrain_dir / 'model'} (same config)")
-            return pretrain_dir, settings_key(wanted)
+            return pretrain_dir, settings_key(wanted), True
         print(f"study: pre-training: {pretrain_dir} holds another config; pre-training again")
     pretrain_args.overwrite_output_dir = True
     pretrain(pretrain_args, training_args)
-    return pretrain_dir, settings_key(wanted)
+    return pretrain_dir, settings_key(wanted), False
 
 
 def load_stage(path: Path, key: str) -> dict | None:
@@ -159,10 +159,12 @@ def run_study(args: StudyArguments) -> Path:
 
 def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings = {}
+    reused = []  # stages and conditions taken from an earlier run: their time is not this run's
 
     start = time.perf_counter()
     print("study: stage 1/4, pre-training", flush=True)
-    pretrain_dir, pretrain_key = pretrain_matching(args, out_dir)
+    pretrain_dir, pretrain_key, pretrain_reused = pretrain_matching(args, out_dir)
+    reused += ["pretrain"] if pretrain_reused else []
     timings["pretrain"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -172,6 +174,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     probe = load_stage(probe_file, probe_key)
     if probe is not None:
         print(f"study: stage 2/4, probe: reusing {probe_file}")
+        reused.append("probe")
     else:
         print("study: stage 2/4, probing what the pre-trained model knows", flush=True)
         model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
@@ -198,6 +201,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
             write_json(result, path)
         else:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name} (done before)")
+            reused.append(condition.name)
         results[condition] = result
     conditions = list(results.values())
     if "early_stopping" in args.mitigations:
@@ -214,6 +218,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
         "conditions": conditions,
         "best": best,
         "timings": timings,
+        "reused": reused,
     }
     write_report(results_json, out_dir)
     timings["report"] = time.perf_counter() - start
