@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 import modeling
 from modeling import LSTMTokenizer
+from modeling.architectures import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,18 @@ def tiny_model(tokenizer: LSTMTokenizer, seed: int = 0, **overrides) -> modeling
         eos_token_id=tokenizer.eos_token_id,
         **{**TINY_SIZES, **overrides},
     )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def tiny_gpt2(tokenizer: LSTMTokenizer, max_position_embeddings: int = 128, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised tiny gpt2 (width 32, 2 blocks, 4 heads, no dropout) built from scratch for `tokenizer`
+    through the Auto classes, in eval mode."""
+    config = build_config(
+        "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4,
+        max_position_embeddings=max_position_embeddings, dropout=0.0, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).eval()
 

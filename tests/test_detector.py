@@ -3,9 +3,8 @@ token."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from helpers import tiny_gpt2
 
-from modeling.architectures import build_config
 from modeling.study.detector import auroc, choose_threshold, question_states, risk_coverage
 from modeling.study.intervals import auroc_interval
 
@@ -56,12 +55,7 @@ def test_risk_coverage_gives_accuracy_of_the_most_confident_answers_over_all_que
 @pytest.mark.parametrize("model_type", ["lstm", "gpt2"])
 def test_question_states_are_each_prompts_own_last_state_whatever_the_batch(model_type, model, tokenizer):
     if model_type == "gpt2":  # positions matter: a left-padded prompt must be read from position 0
-        config = build_config(
-            "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=64,
-            dropout=0.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config).eval()
+        model = tiny_gpt2(tokenizer, max_position_embeddings=64)
     prompts = ["Question: Where was Ada born?\nAnswer:", "Question: Who?\nAnswer:"]
     batched = question_states(model, tokenizer, prompts)
     assert batched.shape[0] == 2

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, accelerate_launch, checkout_env, tiny_model
+from helpers import REPO, accelerate_launch, checkout_env, tiny_gpt2, tiny_model
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel
 from trl import SFTConfig
 
 from modeling import LSTMConfig, LSTMForCausalLM, train_tokenizer
 from modeling.adapters import BASE_MODEL_FILE
-from modeling.architectures import build_config
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 from modeling.finetuning import (
     DEFAULTS,
@@ -403,13 +402,7 @@ def gpt2_base(base, tmp_path_factory) -> FinetuneArguments:
     """The base fixture's world and tokenizer with a tiny gpt2 built from scratch (128 positions)."""
     folder = tmp_path_factory.mktemp("gpt2_base") / "model"
     tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
-    config = build_config(
-        "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=128,
-        dropout=0.0, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    save_atomically(folder, AutoModelForCausalLM.from_config(config), tokenizer)
+    save_atomically(folder, tiny_gpt2(tokenizer).train(), tokenizer)
     return replace(base, model_dir=str(folder))
 
 

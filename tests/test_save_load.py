@@ -9,11 +9,10 @@ import textwrap
 
 import pytest
 import torch
-from helpers import CORPUS, tiny_model
+from helpers import CORPUS, tiny_gpt2, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 from modeling import LSTMForCausalLM, LSTMTokenizer, train_tokenizer
-from modeling.architectures import build_config
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 
 PROMPT = "Ada Lovelace was born"
@@ -215,13 +214,7 @@ def test_trainer_checkpoints_of_a_remote_code_model_carry_the_code(saved, tmp_pa
 @pytest.fixture
 def saved_gpt2(tmp_path, tokenizer):
     """A tiny gpt2 built from scratch with our tokenizer, saved as pre-training saves it."""
-    config = build_config(
-        "gpt2", len(tokenizer), hidden_size=32, num_layers=2, num_attention_heads=4, max_position_embeddings=64,
-        dropout=0.0, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = tiny_gpt2(tokenizer, max_position_embeddings=64)
     with torch.no_grad():  # GPT-2 starts with zero biases: a load that dropped them would go unseen
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
