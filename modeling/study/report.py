@@ -287,7 +287,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += ["", "## The model's own signals as a hallucination detector (test people, last epoch)", ""]
     lines += _detection(conditions, plain)
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
-    lines += _findings(conditions, config)
+    lines += findings(conditions, config)
     lines += [""]
     lines += [
         f"![{name}]({name}.png)\n"
@@ -366,7 +366,7 @@ def _verdict(
     return verdict + " (within the noise: the 95% intervals overlap)"
 
 
-def _findings(conditions: list[dict], config: dict) -> list[str]:
+def findings(conditions: list[dict], config: dict) -> list[str]:
     """One paragraph per finding: theirs, ours, and whether ours agrees (by the point estimates; the intervals in the
     table above say how far to trust a small difference)."""
     size, fraction = config["finetune_size"], config["mitigation_fraction"]
@@ -430,4 +430,4 @@ def _findings(conditions: list[dict], config: dict) -> list[str]:
     return lines
 
 
-__all__ = ["SEED_FIGURES", "answered_accuracy", "time_breakdown", "write_report", "write_seed_summary"]
+__all__ = ["SEED_FIGURES", "answered_accuracy", "findings", "time_breakdown", "write_report", "write_seed_summary"]
