@@ -11,11 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # barrier (seen: 1 ms LSTM steps taking 0.8 s with two threads). Subprocesses inherit this too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from pathlib import Path
+
 import pytest
-from helpers import CORPUS, tiny_model
+from helpers import CORPUS, tiny_args, tiny_model
 
 import modeling
 from modeling import LSTMTokenizer, train_tokenizer
+from modeling.study import run_study
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +29,10 @@ def tokenizer() -> LSTMTokenizer:
 @pytest.fixture
 def model(tokenizer: LSTMTokenizer) -> modeling.LSTMForCausalLM:
     return tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The tiny study, run once for every test that reads a study (test_study, the publishing and demo tests). A test
+    that changes it must leave it as it found it."""
+    return run_study(tiny_args(tmp_path_factory.mktemp("study") / "run"))

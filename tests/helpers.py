@@ -11,6 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 import modeling
 from modeling import LSTMTokenizer
 from modeling.architectures import build_config
+from modeling.run_config import parse_run_config
+from modeling.study import StudyArguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,3 +92,11 @@ def accelerate_launch(*script_and_args: str, tmp_path: Path, processes: int = 2)
     return subprocess.run(
         [*launch, *script_and_args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
+
+
+def tiny_args(out: Path, *flags: str) -> StudyArguments:
+    """The settings of the tiny study (configs/study/tiny.yaml) writing into `out`, with `flags` on top."""
+    argv = [str(REPO / "configs" / "study" / "tiny.yaml"), "--output_dir", str(out)]
+    argv += ["--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
+    argv += ["--finetune_config", str(REPO / "configs" / "study" / "finetune_tiny.yaml"), *flags]
+    return parse_run_config((StudyArguments,), argv)[0]

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import checkout_env
+from helpers import checkout_env, tiny_args
 from trl import SFTConfig
 
 from modeling.checkpoints import load_model_and_tokenizer
 from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.run_config import parse_run_config
-from modeling.study import Condition, StudyArguments, plan_conditions, run_study
+from modeling.study import Condition, plan_conditions, run_study
 from modeling.study import probe as probe_module
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
@@ -39,18 +39,6 @@ RECORD_FIELDS = {
     "heldout_known_hallucination_rate", "heldout_unknown_hallucination_rate", "heldout_unknown_abstention_rate",
     "heldout_known_auroc",
 }  # fmt: skip
-
-
-def tiny_args(out: Path, *flags: str) -> StudyArguments:
-    argv = [str(REPO / "configs" / "study" / "tiny.yaml"), "--output_dir", str(out)]
-    argv += ["--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
-    argv += ["--finetune_config", str(REPO / "configs" / "study" / "finetune_tiny.yaml"), *flags]
-    return parse_run_config((StudyArguments,), argv)[0]
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    return run_study(tiny_args(tmp_path_factory.mktemp("study") / "run"))
 
 
 def test_results_hold_every_condition_with_its_per_epoch_records(study):

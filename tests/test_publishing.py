@@ -1,0 +1,272 @@
+"""Publishing a study's model: the folder `scripts/push_to_hub.py --dry-run` writes is exactly what a push sends, it
+loads standalone (fresh process, no package, offline) with the Auto classes, `pipeline` and PEFT, and its card
+parses with huggingface_hub and carries the study's own figures."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import checkout_env
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from modeling.checkpoints import load_model_and_tokenizer
+from modeling.publishing.model_folder import write_model_folder
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "push_to_hub.py"
+PROMPTS = ["Question: Where was", "The employer of"]  # two rows of different lengths
+MODEL_FILES = {
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+    "configuration_lstm.py", "modeling_lstm.py", "tokenization_lstm.py",
+}  # fmt: skip
+
+
+def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=checkout_env(**env), capture_output=True, text=True, timeout=300
+    )
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("push_to_hub", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with the SHA-256 of its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def conditions(study: Path) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads((study / "results.json").read_text())["conditions"]}
+
+
+@pytest.fixture(scope="module")
+def dry_run(study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hub") / "best"
+    done = run_script(
+        "--model-dir", str(study / "best" / "model"), "--repo-id", "lab-user/lstm-lab", "--dry-run", str(out),
+        "--base-model", "lab-user/lstm-lab-pretrained",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "nothing was sent" in done.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_dry_run(study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hub") / "lora"
+    write_model_folder(
+        out,
+        model_dir=study / "pretrain" / "model",
+        study_dir=study,
+        repo_id="lab-user/lstm-lab-lora",
+        template_path=REPO / "hub_card.md",
+        adapter_dir=study / conditions(study)["lora_u0_n6_none"]["saved"],
+    )
+    return out
+
+
+def test_the_dry_run_holds_the_model_card_plots_and_results_and_nothing_else(dry_run, study):
+    files = snapshot(dry_run)
+    plots = {f"plots/{p.name}" for p in study.glob("*.png")}
+    assert plots >= {"plots/headline.png"}
+    assert set(files) == MODEL_FILES | plots | {"README.md", "study_results.json"}
+    for name in MODEL_FILES:
+        assert (dry_run / name).read_bytes() == (study / "best" / "model" / name).read_bytes(), name
+    assert (dry_run / "study_results.json").read_bytes() == (study / "results.json").read_bytes()
+
+
+def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, study):
+    card = ModelCard.load(dry_run / "README.md")  # strict: a model-index it cannot parse raises
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+    assert data["license"] == "apache-2.0" and data["datasets"] == ["synthetic-people-world"]
+    assert {"custom_code", "hallucination", "hallucination_lab_lstm"} <= set(data["tags"])
+    assert data["base_model"] == "lab-user/lstm-lab-pretrained"
+    # huggingface_hub's own checks: the metadata rebuilds a ModelCardData, and the model-index its EvalResults.
+    assert ModelCardData(**data).to_dict() == data
+    name, results = model_index_to_eval_results(data["model-index"])
+    assert name == "lstm-lab"
+
+    best = json.loads((study / "best" / "condition.json").read_text())["name"]
+    condition = conditions(study)[best]
+    last = condition["per_epoch"][-1]
+    expected = {
+        ("known", "accuracy"): last["heldout_known_accuracy"],
+        ("known", "hallucination_rate"): last["heldout_known_hallucination_rate"],
+        ("known", "abstention_rate"): last["heldout_known_abstention_rate"],
+        ("highly_known", "accuracy"): last["heldout_highly_known_accuracy"],
+        ("unknown", "hallucination_rate"): last["heldout_unknown_hallucination_rate"],
+        ("unknown", "abstention_rate"): last["heldout_unknown_abstention_rate"],
+        ("all", "roc_auc"): condition["detector"]["auroc"]["confidence"],
+    }
+    expected = {key: value for key, value in expected.items() if value is not None}
+    found = {(r.dataset_config, r.metric_type): r.metric_value for r in results}
+    assert found == expected
+    assert {r.dataset_split for r in results} == {"test"}
+    assert all(r.task_type == "text-generation" and r.dataset_type == "synthetic-people-world" for r in results)
+
+
+def test_the_card_text_shows_the_findings_the_plot_and_how_to_load(dry_run, study):
+    text = ModelCard.load(dry_run / "README.md").text
+    assert "![Held-out accuracy and hallucination per fine-tuning epoch](plots/headline.png)" in text
+    assert 'from_pretrained("lab-user/lstm-lab", trust_remote_code=True)' in text
+    assert "## Training data: a synthetic world" in text and "## Intended use and limits" in text
+    assert "40 fictional people (world seed 0)" in text  # configs/tiny.yaml: 40 people
+    assert "1. Test accuracy falls as the share of unknown fine-tune examples grows" in text
+    best = json.loads((study / "best" / "condition.json").read_text())["name"]
+    assert f"(study condition `{best}`)" in text
+    assert "{{" not in text and "{%" not in text  # every template field was filled
+
+
+FRESH_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["modeling"] = None  # our package must not be importable: everything comes from the folders
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    folder, adapter_root, out = sys.argv[1:4]
+    prompts = sys.argv[4:]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    generator = pipeline("text-generation", model=folder, trust_remote_code=True)
+    text = generator(prompts[0], max_new_tokens=5, min_new_tokens=5, do_sample=False)[0]["generated_text"]
+    base = AutoModelForCausalLM.from_pretrained(adapter_root, trust_remote_code=True)
+    peft_model = PeftModel.from_pretrained(base, adapter_root + "/adapter").eval()
+    with torch.no_grad():
+        tensors = {"logits": model(**batch).logits, "peft_logits": peft_model(**batch).logits}
+    torch.save(tensors, out + ".pt")
+    json.dump({"text": text, "model_module": type(model).__module__}, open(out + ".json", "w"))
+    """
+)
+
+
+def test_the_published_folders_load_standalone_offline(dry_run, adapter_dry_run, study, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    out = tmp_path / "fresh"
+    subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(dry_run), str(adapter_dry_run), str(out), *PROMPTS],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    tensors = torch.load(out.with_suffix(".pt"))
+    assert result["model_module"].startswith("transformers_modules")  # the code shipped in the folder
+    model, tokenizer = load_model_and_tokenizer(study / "best" / "model")
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    lora = study / conditions(study)["lora_u0_n6_none"]["saved"]
+    peft_model, _ = load_model_and_tokenizer(study / "pretrain" / "model", lora, merge=False)
+    with torch.no_grad():
+        torch.testing.assert_close(tensors["logits"], model(**batch).logits, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(tensors["peft_logits"], peft_model(**batch).logits, rtol=1e-5, atol=1e-6)
+        plain, _ = load_model_and_tokenizer(study / "pretrain" / "model")
+        assert not torch.allclose(tensors["peft_logits"], plain(**batch).logits, atol=1e-4)  # the adapter acts
+    greedy = model.generate(**tokenizer(PROMPTS[:1], return_tensors="pt"), max_new_tokens=5, min_new_tokens=5)
+    assert result["text"] == tokenizer.decode(greedy[0])
+
+
+def test_an_adapter_goes_in_adapter_with_its_own_card(adapter_dry_run, study):
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "base_model.json"} <= set(
+        p.name for p in (adapter_dry_run / "adapter").iterdir()
+    )
+    card = ModelCard.load(adapter_dry_run / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model == "lab-user/lstm-lab-lora"
+    lora = conditions(study)["lora_u0_n6_none"]
+    found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert found[("known", "accuracy")] == lora["per_epoch"][-1]["heldout_known_accuracy"]
+    root = ModelCard.load(adapter_dry_run / "README.md")
+    # The root is the pre-trained model: its figures come from pre-training, not from the adapter's condition.
+    metrics = json.loads((study / "pretrain" / "metrics.json").read_text())
+    found = {(r.dataset_config, r.metric_type): r.metric_value for r in root.data.eval_results}
+    assert found[("biographies", "perplexity")] == metrics["eval_perplexity"]
+    assert 'PeftModel.from_pretrained(model, "lab-user/lstm-lab-lora", subfolder="adapter")' in root.text
+
+
+def test_a_push_sends_exactly_the_dry_run_folder_in_one_commit(dry_run, study, monkeypatch, tmp_path):
+    """The Hub is out of reach: the client's methods are replaced at the last step, recording what they are given."""
+    sent = {}
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "lab-user"})
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.update(created=(repo_id, kw)))
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        sent.setdefault("uploads", []).append((repo_id, snapshot(Path(folder_path)), kw))
+        return type("CommitInfo", (), {"commit_url": "https://example.invalid/commit/1"})()
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    argv = ["push_to_hub.py", "--model-dir", str(study / "best" / "model"), "--repo-id", "lab-user/lstm-lab"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--base-model", "lab-user/lstm-lab-pretrained", "--private"])
+    load_script().main()
+    assert sent["created"] == ("lab-user/lstm-lab", {"repo_type": "model", "private": True, "exist_ok": True})
+    ((repo_id, files, kw),) = sent["uploads"]
+    assert repo_id == "lab-user/lstm-lab" and kw["repo_type"] == "model"
+    assert files == snapshot(dry_run)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HF_TOKEN": ""}, "No Hugging Face token"),
+        ({"HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "1"}, "Cannot push to the Hub"),
+    ],
+    ids=["no-token", "offline"],
+)
+def test_a_push_without_token_or_network_fails_clearly_and_sends_nothing(study, tmp_path, env, message):
+    done = run_script(
+        "--model-dir", str(study / "best" / "model"), "--repo-id", "lab-user/lstm-lab",
+        HF_HOME=str(tmp_path / "hf_home"), **env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert message in done.stderr and "Nothing was uploaded" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(study, tmp_path, monkeypatch, capsys):
+    script = load_script()
+
+    def fails(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["push_to_hub.py", *args])
+        with pytest.raises(SystemExit) as stop:
+            script.main()
+        assert stop.value.code != 0
+        return str(stop.value.code) + capsys.readouterr().err
+
+    out = tmp_path / "out"
+    best = str(study / "best" / "model")
+    assert "'namespace/name'" in fails("--model-dir", best, "--repo-id", "no-namespace", "--dry-run", str(out))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    message = fails("--model-dir", str(other), "--study", str(study), "--repo-id", "a/b", "--dry-run", str(out))
+    assert "is not a model of the study" in message
+    assert "No study's results.json above" in fails(
+        "--model-dir", str(other), "--repo-id", "a/b", "--dry-run", str(out)
+    )
+    lora = str(study / conditions(study)["lora_u0_n6_none"]["saved"])
+    # An adapter trained on the pre-trained model, offered with the fine-tuned one as its base.
+    assert "base model" in fails("--model-dir", best, "--adapter", lora, "--repo-id", "a/b", "--dry-run", str(out))
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert "not empty" in fails("--model-dir", best, "--repo-id", "a/b", "--dry-run", str(out))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
