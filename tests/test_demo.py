@@ -2,6 +2,7 @@
 trip on 127.0.0.1), a real headless Chromium driven by Playwright, and the Space folder run on its own."""
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ from helpers import checkout_env
 from huggingface_hub import SpaceCard
 
 from modeling.factuality.world_schema import normalize_answer
+from modeling.publishing import demo as demo_module
 from modeling.publishing.demo import DemoLab, demo_conditions
 from modeling.publishing.demo_app import THEME, answer_markdown, build_app
 from modeling.study import Condition
@@ -73,7 +75,8 @@ def test_each_column_is_the_studys_model_answering_its_own_fine_tune_set(lab, st
     study measured at the last epoch (the plain model repeats the values, the abstention-tuned one says "I don't
     know" to the facts the probe found unknown): so each column holds the condition it claims."""
     conditions = demo_conditions(lab.results)
-    assert [c["name"] for c in conditions.values()] == ["full_u0.5_n6_none", "full_u0.5_n6_abstention"]
+    assert conditions["finetuned"]["name"] == "full_u0.5_n6_none"
+    assert conditions["mitigated"]["name"] == "full_u0.5_n6_abstention"
     probe = json.loads((study / "probe.json").read_text())
     by_id = {p.person_id: p for p in lab.world.people}
     for key, condition in conditions.items():
@@ -102,6 +105,17 @@ def test_verdicts_and_confidences_follow_the_record(lab):
                 assert 0 < answer.confidence <= 1
             assert answers[0].prompt.startswith(person.name) and answers[0].prompt != person.name
             assert answers[1].prompt == f"Question: {question}\nAnswer:"
+
+
+def test_the_pre_trained_model_is_right_when_its_sentence_states_the_value(lab, monkeypatch):
+    """The tiny pre-trained model states no fact, so its continuation is scripted here to test the verdict."""
+    known, _ = people(lab)
+    city = known.attributes["birth_city"]
+    for said, verdict in ((city, "correct"), (f"{city} and more", "correct"), (f"{city}x", "hallucinated")):
+        monkeypatch.setattr(demo_module, "continue_sentence", lambda model, tokenizer, prompt, said=said: (said, -0.5))
+        _, answers = lab.ask(known.name, f"Where was {known.name} born?")
+        assert (answers[0].answer, answers[0].verdict) == (said, verdict)
+        assert answers[0].confidence == pytest.approx(math.exp(-0.5))
 
 
 def test_a_question_the_world_does_not_ask_is_answered_unchecked(lab):

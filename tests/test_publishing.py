@@ -2,6 +2,7 @@
 loads standalone (fresh process, no package, offline) with the Auto classes, `pipeline` and PEFT, and its card
 parses with huggingface_hub and carries the study's own figures."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from modeling.checkpoints import load_model_and_tokenizer
+from modeling.publishing.card import HELDOUT_FIGURES, eval_results, find_study_model
 from modeling.publishing.model_folder import write_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +106,15 @@ def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, s
     assert name == "lstm-lab"
 
     best = json.loads((study / "best" / "condition.json").read_text())["name"]
-    condition = conditions(study)[best]
+    assert {(r.dataset_config, r.metric_type): r.metric_value for r in results} == expected_figures(
+        conditions(study)[best]
+    )
+    assert {r.dataset_split for r in results} == {"test"}
+    assert all(r.task_type == "text-generation" and r.dataset_type == "synthetic-people-world" for r in results)
+
+
+def expected_figures(condition: dict) -> dict[tuple[str, str], float]:
+    """(dataset config, metric type) -> value, read off the condition's record in results.json by hand."""
     last = condition["per_epoch"][-1]
     expected = {
         ("known", "accuracy"): last["heldout_known_accuracy"],
@@ -115,11 +125,34 @@ def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, s
         ("unknown", "abstention_rate"): last["heldout_unknown_abstention_rate"],
         ("all", "roc_auc"): condition["detector"]["auroc"]["confidence"],
     }
-    expected = {key: value for key, value in expected.items() if value is not None}
-    found = {(r.dataset_config, r.metric_type): r.metric_value for r in results}
-    assert found == expected
-    assert {r.dataset_split for r in results} == {"test"}
-    assert all(r.task_type == "text-generation" and r.dataset_type == "synthetic-people-world" for r in results)
+    return {key: value for key, value in expected.items() if value is not None}
+
+
+def test_every_saved_model_of_the_study_gets_its_own_conditions_figures(study):
+    saved = [c for c in conditions(study).values() if c.get("saved")]
+    assert {c["mitigation"] for c in saved} >= {"none", "abstention"} and {c["method"] for c in saved} == {
+        "full",
+        "lora",
+    }
+    for condition in saved:
+        model = find_study_model(study, study / condition["saved"])
+        assert model.condition["name"] == condition["name"]
+        found = {(r.dataset_config, r.metric_type): r.metric_value for r in eval_results(model)}
+        assert found == expected_figures(condition), condition["name"]
+
+
+def test_each_figure_comes_from_its_own_field(study):
+    """A record whose every figure differs, so a figure read from the wrong field shows (the tiny study's rates often
+    coincide)."""
+    model = find_study_model(study, study / "best" / "model")
+    fields = [key for _, _, figures in HELDOUT_FIGURES for _, key in figures]
+    record = {key: 0.1 + i / 100 for i, key in enumerate(fields)}
+    condition = {**model.condition, "per_epoch": [record], "detector": {"auroc": {"confidence": 0.77}}}
+    found = {
+        (r.dataset_config, r.metric_type): r.metric_value
+        for r in eval_results(dataclasses.replace(model, condition=condition))
+    }
+    assert found == expected_figures(condition)
 
 
 def test_the_card_text_shows_the_findings_the_plot_and_how_to_load(dry_run, study):

@@ -1,0 +1,46 @@
+"""How fast the demo answers: seconds per question (all three models) against bare greedy `generate` calls of the same
+three prompts and lengths, measured in the same run, and against the one-second target.
+
+    python scripts/bench_demo.py [runs/study]
+"""
+
+import statistics
+import sys
+import time
+
+import torch
+
+from modeling.publishing.demo import DemoLab
+from modeling.threads import set_num_threads
+
+
+def main() -> None:
+    study = sys.argv[1] if len(sys.argv) > 1 else "runs/study"
+    threads = set_num_threads()
+    lab = DemoLab(study)
+    people = lab.world.people[:: max(1, len(lab.world.people) // 10)][:10]
+    questions = [(p.name, q) for p in people for q in lab.questions_for(p)[::4]]
+    lab.ask(*questions[0])  # warm-up
+    demo, bare = [], []
+    for name, question in questions:
+        start = time.perf_counter()
+        _, answers = lab.ask(name, question)
+        demo.append(time.perf_counter() - start)
+        # The irreducible part: one greedy generate per model, of the prompt and as many new tokens as it wrote.
+        start = time.perf_counter()
+        for answer in answers:
+            model, tokenizer = lab.models[answer.model]
+            batch = tokenizer([answer.prompt], return_tensors="pt")
+            length = len(tokenizer(answer.answer, add_special_tokens=False)["input_ids"]) + 1
+            with torch.inference_mode():
+                model.generate(**batch, max_new_tokens=length, min_new_tokens=length, do_sample=False)
+        bare.append(time.perf_counter() - start)
+    median, bare_median = statistics.median(demo), statistics.median(bare)
+    print(f"{len(questions)} questions, {threads} thread(s)")
+    print(f"demo: median {median:.3f} s, max {max(demo):.3f} s per question (three models)")
+    print(f"bare generate of the same: median {bare_median:.3f} s; demo / bare = {median / bare_median:.2f}")
+    print(f"median / 1 s target = {median:.2f}")
+
+
+if __name__ == "__main__":
+    main()
