@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from modeling.publishing.card import find_study_model
 from modeling.publishing.hub import PushError, check_repo_id, push_folder
 from modeling.publishing.model_folder import write_model_folder
 
@@ -64,6 +65,8 @@ def main() -> None:
         base_model=args.base_model,
     )
     try:
+        if find_study_model(study, model_dir).condition is not None and args.base_model is None:
+            print("note: the card names a fine-tuned model's base model only with --base-model ID", flush=True)
         if args.dry_run:
             out = write_model_folder(args.dry_run, **folder_args)
             files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())

@@ -261,8 +261,10 @@ def test_a_push_sends_exactly_the_dry_run_folder_in_one_commit(dry_run, study, m
     [
         ({"HF_TOKEN": ""}, "No Hugging Face token"),
         ({"HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "1"}, "Cannot push to the Hub"),
+        # A port nothing listens on: the connection is refused, as without a network.
+        ({"HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "Cannot push"),
     ],
-    ids=["no-token", "offline"],
+    ids=["no-token", "offline", "no-network"],
 )
 def test_a_push_without_token_or_network_fails_clearly_and_sends_nothing(study, tmp_path, env, message):
     done = run_script(

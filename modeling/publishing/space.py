@@ -45,7 +45,12 @@ comes with its confidence and its verdict against the world's record (correct, h
 
 def space_requirements() -> list[str]:
     """The package's own dependencies, without its extras and without Gradio (the Space's SDK provides it)."""
-    requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(
+            f"{DISTRIBUTION} is not installed, so its dependencies are unknown: run scripts/setup.sh"
+        ) from None
     return [r for r in requirements if "extra ==" not in r and not r.lower().startswith("gradio")]
 
 
