@@ -104,6 +104,7 @@ def test_verdicts_and_confidences_follow_the_record(lab):
                 assert answer.verdict == expected_verdict(answer.model, answer.answer, value), answer
                 assert 0 < answer.confidence <= 1
             assert answers[0].prompt.startswith(person.name) and answers[0].prompt != person.name
+            assert ". " not in answers[0].answer and "\n" not in answers[0].answer  # one sentence, cut at its end
             assert answers[1].prompt == f"Question: {question}\nAnswer:"
 
 
