@@ -4,6 +4,7 @@ trip on 127.0.0.1), a real headless Chromium driven by Playwright, and the Space
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from helpers import checkout_env
@@ -106,6 +108,25 @@ def test_verdicts_and_confidences_follow_the_record(lab):
             assert answers[0].prompt.startswith(person.name) and answers[0].prompt != person.name
             assert ". " not in answers[0].answer and "\n" not in answers[0].answer  # one sentence, cut at its end
             assert answers[1].prompt == f"Question: {question}\nAnswer:"
+
+
+def test_the_pre_trained_confidence_is_that_of_the_sentence_it_wrote(lab):
+    """Recomputed by one teacher-forced forward pass over the prompt and the greedy tokens up to the sentence's end
+    (the first token whose text completes ". " or a newline)."""
+    model, tokenizer = lab.models["pretrained"]
+    for person in people(lab):
+        _, answers = lab.ask(person.name, f"Which university did {person.name} attend?")
+        prompt = tokenizer(answers[0].prompt, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            generated = model.generate(input_ids=prompt, max_new_tokens=16, do_sample=False)[0, prompt.shape[1] :]
+            kept = next(
+                (k for k in range(1, len(generated) + 1) if re.search(r"\. |\n", tokenizer.decode(generated[:k]))),
+                len(generated),
+            )
+            ids = torch.cat([prompt[0], generated[:kept]])[None]
+            logprobs = model(input_ids=ids).logits[0, prompt.shape[1] - 1 : -1].log_softmax(-1)
+        expected = logprobs.gather(1, generated[:kept, None]).mean().exp().item()
+        assert answers[0].confidence == pytest.approx(expected, rel=1e-4)
 
 
 def test_the_pre_trained_model_is_right_when_its_sentence_states_the_value(lab, monkeypatch):
