@@ -4,8 +4,8 @@ three prompts and lengths, measured in the same run, and against the one-second 
     python scripts/bench_demo.py [runs/study]
 """
 
+import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -15,7 +15,9 @@ from modeling.threads import set_num_threads
 
 
 def main() -> None:
-    study = sys.argv[1] if len(sys.argv) > 1 else "runs/study"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", nargs="?", default="runs/study", help="a study's output folder (default: runs/study)")
+    study = parser.parse_args().study
     threads = set_num_threads()
     lab = DemoLab(study)
     people = lab.world.people[:: max(1, len(lab.world.people) // 10)][:10]

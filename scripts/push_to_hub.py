@@ -43,19 +43,21 @@ def find_study(model_dir: Path) -> Path:
     for folder in model_dir.resolve().parents:
         if (folder / "results.json").is_file():
             return folder
-    raise SystemExit(f"No study's results.json above {model_dir}: give --study DIR")
+    fail(f"No study's results.json above {model_dir}: give --study DIR")
+
+
+def fail(message: str) -> None:
+    print(f"push_to_hub: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def main() -> None:
     args = parse_args()
-    try:
-        repo_id = check_repo_id(args.repo_id)
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
-        raise SystemExit(f"--model-dir {model_dir} is not a saved model: it has no config.json")
+        fail(f"--model-dir {model_dir} is not a saved model: it has no config.json")
     study = Path(args.study) if args.study else find_study(model_dir)
+    repo_id = args.repo_id
     folder_args = dict(
         model_dir=model_dir,
         study_dir=study,
@@ -65,6 +67,7 @@ def main() -> None:
         base_model=args.base_model,
     )
     try:
+        check_repo_id(repo_id)
         if find_study_model(study, model_dir).condition is not None and args.base_model is None:
             print("note: the card names a fine-tuned model's base model only with --base-model ID", flush=True)
         if args.dry_run:
@@ -76,8 +79,7 @@ def main() -> None:
             out = write_model_folder(Path(tmp) / "upload", **folder_args)
             url = push_folder(out, repo_id, private=args.private)
     except (FileExistsError, FileNotFoundError, ValueError, PushError) as error:
-        print(f"push_to_hub: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(error))
     print(f"pushed to {repo_id}: {url}")
 
 

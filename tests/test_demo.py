@@ -4,7 +4,6 @@ trip on 127.0.0.1), a real headless Chromium driven by Playwright, and the Space
 import json
 import math
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -15,13 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 from helpers import checkout_env
 from huggingface_hub import SpaceCard
 
 from modeling.factuality.world_schema import normalize_answer
 from modeling.publishing import demo as demo_module
-from modeling.publishing.demo import DemoLab, demo_conditions
+from modeling.publishing.demo import DemoLab, continue_sentence, demo_conditions
 from modeling.publishing.demo_app import THEME, answer_markdown, build_app
 from modeling.study import Condition
 from modeling.study.conditions import finetune_rows
@@ -85,6 +83,9 @@ def test_each_column_is_the_studys_model_answering_its_own_fine_tune_set(lab, st
         rows = finetune_rows(lab.world, Condition(0.5, "full", condition["mitigation"], 6), probe, seed=0).to_list()
         assert len({row["person_id"] for row in rows}) >= 2
         given = []
+        counts = {pid: [r["person_id"] for r in rows].count(pid) for pid in {r["person_id"] for r in rows}}
+        for pid, count in counts.items():
+            assert f"fine-tuned on {count} of their questions" in lab.label(by_id[pid])
         for row in rows:
             _, answers = lab.ask(by_id[row["person_id"]].name, row["question"])
             given.append(next(a for a in answers if a.model == key).answer == row["answer"].strip())
@@ -100,6 +101,7 @@ def test_verdicts_and_confidences_follow_the_record(lab):
                                     (f"which COMPANY does {person.name.lower()} work for", "employer")):  # fmt: skip
             found, answers = lab.ask(f"  {person.name.upper()} ", question)
             assert found == person
+            worded = question if attribute == "birth_city" else f"Which company does {person.name} work for?"
             assert [a.model for a in answers] == ["pretrained", "finetuned", "mitigated"]
             value = person.attributes[attribute]
             for answer in answers:
@@ -107,26 +109,29 @@ def test_verdicts_and_confidences_follow_the_record(lab):
                 assert 0 < answer.confidence <= 1
             assert answers[0].prompt.startswith(person.name) and answers[0].prompt != person.name
             assert ". " not in answers[0].answer and "\n" not in answers[0].answer  # one sentence, cut at its end
-            assert answers[1].prompt == f"Question: {question}\nAnswer:"
+            assert answers[1].prompt == answers[2].prompt == f"Question: {worded}\nAnswer:"  # as fine-tuned
 
 
-def test_the_pre_trained_confidence_is_that_of_the_sentence_it_wrote(lab):
-    """Recomputed by one teacher-forced forward pass over the prompt and the greedy tokens up to the sentence's end
-    (the first token whose text completes ". " or a newline)."""
-    model, tokenizer = lab.models["pretrained"]
-    for person in people(lab):
-        _, answers = lab.ask(person.name, f"Which university did {person.name} attend?")
-        prompt = tokenizer(answers[0].prompt, return_tensors="pt")["input_ids"]
-        with torch.inference_mode():
-            generated = model.generate(input_ids=prompt, max_new_tokens=16, do_sample=False)[0, prompt.shape[1] :]
-            kept = next(
-                (k for k in range(1, len(generated) + 1) if re.search(r"\. |\n", tokenizer.decode(generated[:k]))),
-                len(generated),
-            )
-            ids = torch.cat([prompt[0], generated[:kept]])[None]
-            logprobs = model(input_ids=ids).logits[0, prompt.shape[1] - 1 : -1].log_softmax(-1)
-        expected = logprobs.gather(1, generated[:kept, None]).mean().exp().item()
-        assert answers[0].confidence == pytest.approx(expected, rel=1e-4)
+def test_a_sentence_ends_at_its_period_and_its_confidence_counts_the_period(model, tokenizer):
+    """A tiny model taught one text by heart continues "Ada was born in" with " Oslo." and more; the sentence is
+    "Oslo", and the confidence is the mean log-probability of its tokens and of the one holding the period, recomputed
+    here by one teacher-forced forward pass over the text."""
+    text = "Ada was born in Oslo. Ada studied at Yale."
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    said, confidence = continue_sentence(model, tokenizer, "Ada was born in")
+    assert said == "Oslo"
+    start = len(tokenizer("Ada was born in")["input_ids"])
+    end = next(i for i in range(start, ids.shape[1]) if "." in tokenizer.decode(ids[0, i : i + 1]))
+    with torch.inference_mode():
+        logprobs = model(input_ids=ids).logits[0].log_softmax(-1)
+    expected = torch.stack([logprobs[i - 1, ids[0, i]] for i in range(start, end + 1)]).mean().item()
+    assert end > start and confidence == pytest.approx(expected, abs=1e-5)
 
 
 def test_the_pre_trained_model_is_right_when_its_sentence_states_the_value(lab, monkeypatch):
@@ -138,6 +143,15 @@ def test_the_pre_trained_model_is_right_when_its_sentence_states_the_value(lab, 
         _, answers = lab.ask(known.name, f"Where was {known.name} born?")
         assert (answers[0].answer, answers[0].verdict) == (said, verdict)
         assert answers[0].confidence == pytest.approx(math.exp(-0.5))
+
+
+def test_people_are_marked_known_or_unknown_and_held_out(lab):
+    heldout = [p for p in lab.world.people if p.role == "heldout"]
+    known = next(p for p in heldout if p.group == "known")
+    unknown = next(p for p in heldout if p.group == "unknown")
+    assert lab.label(known).startswith(f"known ({known.knowledge.replace('_', ' ')}: {known.exposure} biograph")
+    assert lab.label(known).endswith("; held out of fine-tuning")
+    assert lab.label(unknown) == "UNKNOWN: never in pre-training; held out of fine-tuning"
 
 
 def test_a_question_the_world_does_not_ask_is_answered_unchecked(lab):
@@ -187,8 +201,11 @@ def test_the_server_answers_over_http_as_the_functions_do(server, lab):
         assert ("UNKNOWN: never in pre-training" in marked) == (person.group == "unknown")
     marked, update = client.predict(person.name.lower(), api_name="/questions")
     assert [value for _, value in update["choices"]] == lab.questions_for(person)
-    with pytest.raises(AppError, match="lives in this world"):
-        client.predict("Nobody Atall Here", "Where?", api_name="/ask")
+    # Bad input: the message in place of the person's line, and no answers left from an earlier question.
+    marked, *shown = client.predict("Nobody Atall Here", "Where?", api_name="/ask")
+    assert "Nobody called 'Nobody Atall Here' lives in this world" in marked and shown == ["", "", ""]
+    marked, _ = client.predict("", api_name="/questions")
+    assert "Pick or type the name of a person" in marked
 
 
 def test_a_browser_asks_and_sees_the_verdicts(server, lab, tmp_path):
@@ -205,6 +222,12 @@ def test_a_browser_asks_and_sees_the_verdicts(server, lab, tmp_path):
             page = browser.new_page()
             page.goto(server)
             person_box = page.locator("#person input")
+            person_box.fill(unknown.name)
+            person_box.press("Enter")
+            expect(page.locator("#marked")).to_contain_text(f"{unknown.name}: UNKNOWN", timeout=20_000)
+            person_box.fill("Nobody Atall Here")
+            person_box.press("Enter")
+            expect(page.locator("#marked")).to_contain_text("Nobody called 'Nobody Atall Here'", timeout=20_000)
             person_box.fill(unknown.name)
             person_box.press("Enter")
             expect(page.locator("#marked")).to_contain_text(f"{unknown.name}: UNKNOWN", timeout=20_000)

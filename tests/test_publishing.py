@@ -233,6 +233,14 @@ def test_an_adapter_goes_in_adapter_with_its_own_card(adapter_dry_run, study):
     found = {(r.dataset_config, r.metric_type): r.metric_value for r in root.data.eval_results}
     assert found[("biographies", "perplexity")] == metrics["eval_perplexity"]
     assert 'PeftModel.from_pretrained(model, "lab-user/lstm-lab-lora", subfolder="adapter")' in root.text
+    # A pre-trained model is shown continuing text, not answering questions it was never fine-tuned on.
+    assert 'was born in"   # it continues text' in root.text and "Question:" not in root.text
+    # Published, the adapter's base is this repository's root, not the folder it was trained from.
+    config = json.loads((adapter_dry_run / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "lab-user/lstm-lab-lora"
+    record = json.loads((adapter_dry_run / "adapter" / "base_model.json").read_text())
+    original = json.loads((study / lora["saved"] / "base_model.json").read_text())
+    assert record == {**original, "name_or_path": "lab-user/lstm-lab-lora"}
 
 
 def test_a_push_sends_exactly_the_dry_run_folder_in_one_commit(dry_run, study, monkeypatch, tmp_path):
@@ -293,13 +301,20 @@ def test_bad_inputs_are_refused_before_anything_is_written(study, tmp_path, monk
     other.mkdir()
     (other / "config.json").write_text("{}")
     message = fails("--model-dir", str(other), "--study", str(study), "--repo-id", "a/b", "--dry-run", str(out))
-    assert "is not a model of the study" in message
+    assert "is none of the saved models or adapters of the study" in message
     assert "No study's results.json above" in fails(
         "--model-dir", str(other), "--repo-id", "a/b", "--dry-run", str(out)
     )
     lora = str(study / conditions(study)["lora_u0_n6_none"]["saved"])
     # An adapter trained on the pre-trained model, offered with the fine-tuned one as its base.
     assert "base model" in fails("--model-dir", best, "--adapter", lora, "--repo-id", "a/b", "--dry-run", str(out))
+    pretrained = str(study / "pretrain" / "model")
+    assert "has no base model" in fails(
+        "--model-dir", pretrained, "--repo-id", "a/b", "--base-model", "c/d", "--dry-run", str(out)
+    )
+    assert "not a valid Hub" in fails(
+        "--model-dir", best, "--repo-id", "a/b", "--base-model", "a/not ok!", "--dry-run", str(out)
+    )
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -21,6 +21,9 @@ from ..world import WorldConfig, load_world
 WORLD_DATASET = "synthetic-people-world"
 TASK_TYPE = "text-generation"
 TASK_NAME = "Closed-book questions about a synthetic world"
+PRETRAINING_TASK_NAME = "Language modelling of a synthetic world's biographies"
+# Study settings that say where and how a run went on its machine, not what was measured: left off the card.
+LOCAL_SETTINGS = ("output_dir", "overwrite_output_dir", "num_threads")
 TAGS = ("custom_code", "hallucination", "synthetic-data", "factuality")
 PLOTS = ("headline", "mitigations", "risk_coverage", "fitting", "sizes")
 
@@ -151,8 +154,9 @@ def find_study_model(study_dir: str | Path, folder: str | Path) -> StudyModel:
     target = Path(folder).resolve()
     if target not in models:
         raise ValueError(
-            f"{folder} is not a model of the study in {study_dir}: give its pretrain/model, best/model, best/adapter "
-            "or conditions/<name>/model (or /adapter)"
+            f"{folder} is none of the saved models or adapters of the study in {study_dir}: a model is its "
+            "pretrain/model, best/model or conditions/<name>/model; an adapter a LoRA condition's "
+            "conditions/<name>/adapter (or best/adapter)"
         )
     return StudyModel(study_dir, results, models[target])
 
@@ -168,7 +172,7 @@ def eval_results(model: StudyModel) -> list[EvalResult]:
     def result(config: str, split: str, what: str, metric: str, value: float) -> EvalResult:
         return EvalResult(
             task_type=TASK_TYPE,
-            task_name=TASK_NAME,
+            task_name=PRETRAINING_TASK_NAME if model.condition is None else TASK_NAME,
             dataset_type=WORLD_DATASET,
             dataset_name=f"{dataset_name}: {what}",
             dataset_config=config,
@@ -287,7 +291,8 @@ def build_model_card(
         world=model.world_config,
         example_name=example_person(model.study_dir),
         world_snippet=_world_snippet(model.world_config),
-        study_settings=", ".join(f"`{k}`={study_config[k]}" for k in sorted(study_config)),
+        study_settings=", ".join(f"`{k}`={study_config[k]}" for k in sorted(study_config) if k not in LOCAL_SETTINGS),
+        fine_tuned=model.condition is not None,
         results_table=results_table(results),
         findings=findings(conditions, study_config),
         plots=[name for name in PLOTS if (model.study_dir / f"{name}.png").is_file()],

@@ -13,6 +13,8 @@ A question the world does not ask (typed freely) is answered, but its verdict is
 import difflib
 import json
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from ..factuality.factuality import classify_answers
 from ..factuality.world_schema import QUESTION_TEMPLATES, format_prompt, normalize_answer
 from ..scoring import answer_questions
 from ..study.probe import sentence_openings, states_value
-from ..world import Person, load_world
+from ..world import Person, draw_finetune_set, load_world
 
 # Keys of the three models, and how the page names them.
 DEMO_MODELS = {
@@ -85,25 +87,13 @@ def demo_conditions(results: dict) -> dict[str, dict]:
     return chosen
 
 
-def person_label(person: Person) -> str:
-    """How the page marks a person: known or unknown to pre-training, and fine-tuned on or held out."""
-    if person.group == "unknown":
-        seen = "UNKNOWN: never in pre-training"
-    else:
-        how = "highly known" if person.knowledge == "highly_known" else "weakly known"
-        seen = f"known ({how}: {person.exposure} biograph{'y' if person.exposure == 1 else 'ies'})"
-    role = {"finetune": "in the fine-tune data", "heldout": "held out of fine-tuning"}.get(person.role, person.role)
-    if person.role == "pretraining":
-        role = "with answered questions in pre-training"
-    return f"{seen}, {role}"
-
-
 @torch.inference_mode()
 def continue_sentence(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 16
 ) -> tuple[str, float]:
-    """Greedy continuation of `prompt` up to the end of its sentence (". ", a newline or the end of text), and its
-    confidence: the mean log-probability (nats) of the tokens kept."""
+    """Greedy continuation of `prompt` up to the end of its sentence (its first ".", a newline or the end of text;
+    no value of the world holds a "."), and its confidence: the mean log-probability (nats) of its tokens and of the
+    token that ends it, as `answer_questions` counts an answer's."""
     batch = tokenizer([prompt], return_tensors="pt").to(model.device)
     output = model.generate(
         **batch,
@@ -115,16 +105,15 @@ def continue_sentence(
     )
     logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)[0]
     tokens = output.sequences[0, batch["input_ids"].shape[1] :].tolist()
-    text, kept = "", 0
-    for token in tokens:
-        if token == tokenizer.eos_token_id:
+    text, kept = "", len(tokens)
+    for index, token in enumerate(tokens):
+        piece = "" if token == tokenizer.eos_token_id else tokenizer.decode([token])
+        if token == tokenizer.eos_token_id or "." in piece or "\n" in piece:
+            text += re.split(r"[.\n]", piece, maxsplit=1)[0]
+            kept = index + 1
             break
-        text += tokenizer.decode([token])
-        kept += 1
-        if "\n" in text or ". " in text:
-            break
-    sentence = text.split("\n", 1)[0].split(". ", 1)[0].strip().removesuffix(".")
-    return sentence, logprobs[: max(kept, 1)].float().mean().item()
+        text += piece
+    return text.strip(), logprobs[:kept].float().mean().item()
 
 
 class DemoLab:
@@ -153,6 +142,30 @@ class DemoLab:
             self.models[key] = load_model_and_tokenizer(self.study_dir / condition["saved"], device=device)
         self.world = load_world(self.study_dir / "pretrain" / "world")
         self.people = {normalize_answer(p.name): p for p in self.world.people}
+        # The questions the plainly fine-tuned model was trained on (the same draw as the study's).
+        plain = self.conditions["finetuned"]
+        drawn = draw_finetune_set(
+            self.world, plain["finetune_size"], plain["fraction_unknown"], self.results["config"]["seed"]
+        )
+        self.fine_tuned = Counter(drawn["person_id"])
+
+    def label(self, person: Person) -> str:
+        """How the page marks a person: known (and how well) or unknown to pre-training, and how many of their
+        questions the fine-tuned models were trained on."""
+        if person.group == "unknown":
+            seen = "UNKNOWN: never in pre-training"
+        else:
+            how = "highly known" if person.knowledge == "highly_known" else "weakly known"
+            seen = f"known ({how}: {person.exposure} biograph{'y' if person.exposure == 1 else 'ies'})"
+        count = self.fine_tuned[person.person_id]
+        if count:
+            tuned = f"fine-tuned on {count} of their questions"
+        else:
+            tuned = {
+                "heldout": "held out of fine-tuning",
+                "pretraining": "their answered questions were in pre-training, none in fine-tuning",
+            }.get(person.role, "none of their questions in fine-tuning")
+        return f"{seen}; {tuned}"
 
     def find_person(self, name: str | None) -> Person:
         """The person called `name` (case, spacing and punctuation aside).
@@ -174,8 +187,10 @@ class DemoLab:
         """Every question the world asks about `person`, two wordings per attribute."""
         return [t.format(name=person.name) for templates in QUESTION_TEMPLATES.values() for t in templates]
 
-    def attribute_of(self, person: Person, question: str | None) -> str | None:
-        """The attribute a question about `person` asks for, or None for a question the world does not ask.
+    def resolve_question(self, person: Person, question: str | None) -> tuple[str, str | None]:
+        """The question as the world words it (typed with other case, spacing or punctuation, it is given the
+        fine-tuned models as they were trained) and the attribute it asks for; a question the world does not ask comes
+        back stripped, with None.
 
         Raises:
             ValueError: for an empty question.
@@ -184,9 +199,11 @@ class DemoLab:
         if not asked:
             raise ValueError("Pick or type a question.")
         for attribute, templates in QUESTION_TEMPLATES.items():
-            if any(normalize_answer(t.format(name=person.name)) == asked for t in templates):
-                return attribute
-        return None
+            for template in templates:
+                worded = template.format(name=person.name)
+                if normalize_answer(worded) == asked:
+                    return worded, attribute
+        return question.strip(), None
 
     def ask(self, name: str | None, question: str | None) -> tuple[Person, list[DemoAnswer]]:
         """The person and the three models' answers to `question` about them, in `DEMO_MODELS` order.
@@ -195,7 +212,7 @@ class DemoLab:
             ValueError: for an empty or unknown name, or an empty question.
         """
         person = self.find_person(name)
-        attribute = self.attribute_of(person, question)
+        question, attribute = self.resolve_question(person, question)
         value = person.attributes[attribute] if attribute else None
         answers = []
         model, tokenizer = self.models["pretrained"]
@@ -205,7 +222,7 @@ class DemoLab:
         said, logprob = continue_sentence(model, tokenizer, opening)
         verdict = UNCHECKED if value is None else ("correct" if states_value(said, value) else "hallucinated")
         answers.append(DemoAnswer("pretrained", opening, said, math.exp(logprob), verdict))
-        prompt = format_prompt(question.strip())
+        prompt = format_prompt(question)
         for key in ("finetuned", "mitigated"):
             model, tokenizer = self.models[key]
             (said,), (logprob,) = answer_questions(model, tokenizer, [prompt])
@@ -219,7 +236,8 @@ class DemoLab:
         abstention-tuned model."""
         config = self.results["config"]
         rows = [
-            "| fine-tuned on | held-out known people: accuracy | held-out unknown people: hallucinated | abstained |",
+            "| fine-tuned on | held-out known people: accuracy | held-out unknown people: hallucinated | "
+            "held-out unknown people: abstained |",
             "|---|---|---|---|",
         ]
         shown = [
@@ -240,4 +258,4 @@ class DemoLab:
         return "\n".join(rows)
 
 
-__all__ = ["DEMO_MODELS", "UNCHECKED", "DemoAnswer", "DemoLab", "continue_sentence", "demo_conditions", "person_label"]
+__all__ = ["DEMO_MODELS", "UNCHECKED", "DemoAnswer", "DemoLab", "continue_sentence", "demo_conditions"]

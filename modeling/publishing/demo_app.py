@@ -2,12 +2,13 @@
 answers side by side with their confidence and verdict, beside the study's headline plot and table.
 
 Its HTTP API has two endpoints, as `gradio_client` sees them: `/questions` (a name in; the marked person and their
-questions out) and `/ask` (a name and a question in; the mark and the three answers out, as Markdown).
+questions out) and `/ask` (a name and a question in; the mark and the three answers out, as Markdown). Bad input (an
+empty or unknown name, an empty question) comes back as the message in place of the mark, with empty answers.
 """
 
 import gradio as gr
 
-from .demo import DEMO_MODELS, DemoAnswer, DemoLab, person_label
+from .demo import DEMO_MODELS, DemoAnswer, DemoLab
 
 # System fonts only: the default theme's web fonts would be fetched from the internet by every visitor's browser.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"])
@@ -41,13 +42,15 @@ def build_app(lab: DemoLab) -> gr.Blocks:
     first = people[0]
 
     def mark(person) -> str:
-        return f"**{person.name}**: {person_label(person)}"
+        return f"**{person.name}**: {lab.label(person)}"
 
+    # Bad input is answered in the person's line, and the answers of an earlier question are cleared, so nothing on
+    # the page belongs to another person than the one named.
     def questions(name: str | None):
         try:
             person = lab.find_person(name)
         except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            return f"**{error}**", gr.Dropdown()
         asked = lab.questions_for(person)
         return mark(person), gr.Dropdown(choices=asked, value=asked[0])
 
@@ -55,7 +58,7 @@ def build_app(lab: DemoLab) -> gr.Blocks:
         try:
             person, answers = lab.ask(name, question)
         except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            return f"**{error}**", *([""] * len(DEMO_MODELS))
         return mark(person), *(answer_markdown(a) for a in answers)
 
     with gr.Blocks(title="LSTM hallucination lab") as app:
@@ -77,10 +80,10 @@ def build_app(lab: DemoLab) -> gr.Blocks:
                 info="pick one, or type your own (its verdict is then unchecked)",
                 elem_id="question",
             )
-        marked = gr.Markdown(mark(first), elem_id="marked")
+        marked = gr.Markdown(mark(first), label="person", elem_id="marked")
         button = gr.Button("Ask the three models", variant="primary", elem_id="ask")
         with gr.Row():
-            boxes = [gr.Markdown(elem_id=f"answer-{key}") for key in DEMO_MODELS]
+            boxes = [gr.Markdown(label=key, elem_id=f"answer-{key}") for key in DEMO_MODELS]
         gr.Markdown("## What the study measured\n\n" + lab.study_table())
         headline = lab.study_dir / "headline.png"
         if headline.is_file():

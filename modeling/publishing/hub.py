@@ -93,7 +93,8 @@ def push_folder(
         user = api.whoami()
     except Exception as error:  # offline mode, no network, or a refused token: all stop the push the same way
         raise PushError(
-            f"Cannot push to the Hub: {type(error).__name__}: {error}. Nothing was uploaded; check the network, "
+            f"Cannot push to the Hub: {type(error).__name__}: {str(error).rstrip('.')}. Nothing was uploaded; check "
+            "the network, "
             "HF_HUB_OFFLINE and the token, or use --dry-run OUT."
         ) from error
     print(f"push: as {user.get('name', '?')} to {repo_type} {repo_id}", flush=True)

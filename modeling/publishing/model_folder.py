@@ -8,12 +8,13 @@ study_results.json the study's results.json, the source of every figure on the c
 adapter/           with --adapter: the PEFT adapter files and the adapter's own README.md
 """
 
+import json
 import shutil
 from pathlib import Path
 
 from ..checkpoints import load_model_and_tokenizer
 from .card import build_adapter_card, build_model_card, find_study_model
-from .hub import copy_files, write_folder
+from .hub import check_repo_id, copy_files, write_folder
 
 
 def write_model_folder(
@@ -30,10 +31,15 @@ def write_model_folder(
     Raises:
         FileExistsError: if `out` exists and is not empty.
         FileNotFoundError, ValueError: if `study_dir` is not a study, or `model_dir` (or `adapter_dir`) is not one of
-            its models.
+            its models; if `repo_id` or `base_model` is no Hub id, or a base model is given for the pre-trained one.
         ValueError: if the adapter was trained on another base model than `model_dir` (`load_adapter`'s check).
     """
+    check_repo_id(repo_id)
     model = find_study_model(study_dir, model_dir)
+    if base_model is not None:
+        if model.condition is None:
+            raise ValueError(f"--base-model {base_model}: {model_dir} is the pre-trained model, it has no base model")
+        check_repo_id(base_model)
     adapter = find_study_model(study_dir, adapter_dir) if adapter_dir is not None else None
     if adapter is not None:
         if adapter.condition is None or adapter.condition["method"] != "lora":
@@ -52,6 +58,11 @@ def write_model_folder(
         shutil.copy2(model.study_dir / "results.json", folder / "study_results.json")
         if adapter is not None:
             copy_files(adapter_dir, folder / "adapter")
+            # The base recorded at training is a local folder; published, it is this repository's root.
+            for name, key in (("adapter_config.json", "base_model_name_or_path"), ("base_model.json", "name_or_path")):
+                path = folder / "adapter" / name
+                record = json.loads(path.read_text(encoding="utf-8"))
+                path.write_text(json.dumps({**record, key: repo_id}, indent=2) + "\n", encoding="utf-8")
             build_adapter_card(adapter, repo_id).save(folder / "adapter" / "README.md")
 
     return write_folder(out, fill)

@@ -16,8 +16,9 @@ from pathlib import Path
 import gradio
 from huggingface_hub import SpaceCard, SpaceCardData
 
+from ..configuration_lstm import LSTMConfig
 from .demo import demo_conditions
-from .hub import copy_files, write_folder
+from .hub import check_repo_id, copy_files, write_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "lstm-hallucination-lab"
@@ -36,9 +37,10 @@ build_app(DemoLab(Path(__file__).resolve().parent / "study")).launch(theme=THEME
 SPACE_TEXT = """
 # LSTM hallucination lab
 
-Ask three models of one study about the people of an invented world: the pre-trained LSTM, the LSTM fine-tuned on
-questions partly about people it never read about, and the one fine-tuned to say "I don't know" to those. Each answer
-comes with its confidence and its verdict against the world's record (correct, hallucinated or abstained).
+Ask three models of one study about the people of an invented world: the pre-trained {architecture}, the same model
+fine-tuned on questions partly about people it never read about, and one fine-tuned to say "I don't know" to those.
+Each answer comes with its confidence and its verdict against the world's record (correct, hallucinated or
+abstained).
 {model_line}
 """
 
@@ -62,11 +64,17 @@ def write_space_folder(out: str | Path, study_dir: str | Path, model_repo: str |
 
     Raises:
         FileExistsError: if `out` exists and is not empty.
-        ValueError: as `demo_conditions`.
+        ValueError: as `demo_conditions`, or if `model_repo` is no Hub id.
     """
     study_dir = Path(study_dir)
     results = json.loads((study_dir / "results.json").read_text(encoding="utf-8"))
     conditions = demo_conditions(results)
+    if model_repo is not None:
+        check_repo_id(model_repo)
+    model_type = json.loads((study_dir / "pretrain" / "model" / "config.json").read_text(encoding="utf-8"))[
+        "model_type"
+    ]
+    architecture = "LSTM" if model_type == LSTMConfig.model_type else model_type
 
     def fill(folder: Path) -> None:
         study = folder / "study"
@@ -89,12 +97,13 @@ def write_space_folder(out: str | Path, study_dir: str | Path, model_repo: str |
             app_file="app.py",
             license="apache-2.0",
             models=[model_repo] if model_repo else None,
-            tags=["hallucination", "lstm", "synthetic-data"],
+            tags=["hallucination", architecture.lower(), "synthetic-data"],
         )
         model_line = ""
         if model_repo:
             model_line = f"\nThe published model: [{model_repo}](https://huggingface.co/{model_repo}).\n"
-        card = SpaceCard(f"---\n{data.to_yaml()}\n---\n" + SPACE_TEXT.format(model_line=model_line))
+        text = SPACE_TEXT.format(model_line=model_line, architecture=architecture)
+        card = SpaceCard(f"---\n{data.to_yaml()}\n---\n" + text)
         card.save(folder / "README.md")
 
     return write_folder(out, fill)

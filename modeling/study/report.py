@@ -366,6 +366,11 @@ def _verdict(
     return verdict + " (within the noise: the 95% intervals overlap)"
 
 
+def _points(difference: float) -> str:
+    points = round(100 * difference)
+    return f"{points} point" + ("" if abs(points) == 1 else "s")
+
+
 def findings(conditions: list[dict], config: dict) -> list[str]:
     """One paragraph per finding: theirs, ours, and whether ours agrees (by the point estimates; the intervals in the
     table above say how far to trust a small difference)."""
@@ -395,7 +400,7 @@ def findings(conditions: list[dict], config: dict) -> list[str]:
         lines.append(
             f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
             f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
-            f"{late:.2f} at the last epoch, a drop of {100 * (early - late):.0f} points: "
+            f"{late:.2f} at the last epoch, a drop of {_points(early - late)}: "
             f"{_verdict(early > late, (early, questions), (late, questions))}."
         )
     if plain and plain["per_epoch"][-1]["train_accuracy_unknown"] is not None:
