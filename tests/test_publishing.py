@@ -161,6 +161,7 @@ def test_the_card_text_shows_the_findings_the_plot_and_how_to_load(dry_run, stud
     assert 'from_pretrained("lab-user/lstm-lab", trust_remote_code=True)' in text
     assert "## Training data: a synthetic world" in text and "## Intended use and limits" in text
     assert "40 fictional people (world seed 0)" in text  # configs/tiny.yaml: 40 people
+    assert text.lstrip().startswith("# lstm-lab\n\nA small LSTM language model (")
     assert "1. Test accuracy falls as the share of unknown fine-tune examples grows" in text
     best = json.loads((study / "best" / "condition.json").read_text())["name"]
     assert f"(study condition `{best}`)" in text

@@ -14,6 +14,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
+from ..configuration_lstm import LSTMConfig
 from ..study.report import findings
 from ..world import WorldConfig, load_world
 
@@ -287,6 +288,7 @@ def build_model_card(
         title=repo_id.split("/")[-1],
         description=model.description,
         architecture=config,
+        architecture_name="LSTM" if config["model_type"] == LSTMConfig.model_type else config["model_type"],
         num_parameters=f"{count_parameters(model_dir) / 1e6:.2f}M",
         world=model.world_config,
         example_name=example_person(model.study_dir),
