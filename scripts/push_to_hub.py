@@ -54,6 +54,8 @@ def fail(message: str) -> None:
 def main() -> None:
     args = parse_args()
     model_dir = Path(args.model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        fail(f"--model-dir {model_dir} is an adapter: give it as --adapter, and its base model as --model-dir")
     if not (model_dir / "config.json").is_file():
         fail(f"--model-dir {model_dir} is not a saved model: it has no config.json")
     study = Path(args.study) if args.study else find_study(model_dir)

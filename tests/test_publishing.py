@@ -307,6 +307,9 @@ def test_bad_inputs_are_refused_before_anything_is_written(study, tmp_path, monk
         "--model-dir", str(other), "--repo-id", "a/b", "--dry-run", str(out)
     )
     lora = str(study / conditions(study)["lora_u0_n6_none"]["saved"])
+    assert "is an adapter: give it as --adapter" in fails(
+        "--model-dir", lora, "--repo-id", "a/b", "--dry-run", str(out)
+    )
     # An adapter trained on the pre-trained model, offered with the fine-tuned one as its base.
     assert "base model" in fails("--model-dir", best, "--adapter", lora, "--repo-id", "a/b", "--dry-run", str(out))
     pretrained = str(study / "pretrain" / "model")
