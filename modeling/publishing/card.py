@@ -131,6 +131,11 @@ class StudyModel:
         )
 
 
+def architecture_name(model_type: str) -> str:
+    """How a card names a model type: "LSTM" for ours, a transformers type as it is (e.g. "gpt2")."""
+    return "LSTM" if model_type == LSTMConfig.model_type else model_type
+
+
 def find_study_model(study_dir: str | Path, folder: str | Path) -> StudyModel:
     """The model of `study_dir` saved in `folder`: `pretrain/model`, `best/model` (or `best/adapter`), or a
     condition's `conditions/<name>/model` (or `adapter`).
@@ -288,7 +293,7 @@ def build_model_card(
         title=repo_id.split("/")[-1],
         description=model.description,
         architecture=config,
-        architecture_name="LSTM" if config["model_type"] == LSTMConfig.model_type else config["model_type"],
+        architecture_name=architecture_name(config["model_type"]),
         num_parameters=f"{count_parameters(model_dir) / 1e6:.2f}M",
         world=model.world_config,
         example_name=example_person(model.study_dir),
@@ -327,6 +332,7 @@ def build_adapter_card(adapter: StudyModel, repo_id: str) -> ModelCard:
 
 __all__ = [
     "HELDOUT_FIGURES",
+    "architecture_name",
     "PRETRAINED_FIGURES",
     "StudyModel",
     "build_adapter_card",

@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from ..configuration_lstm import LSTMConfig
+from .card import architecture_name
 from .demo import demo_conditions
 from .hub import check_repo_id, copy_files, write_folder
 
@@ -74,7 +74,7 @@ def write_space_folder(out: str | Path, study_dir: str | Path, model_repo: str |
     model_type = json.loads((study_dir / "pretrain" / "model" / "config.json").read_text(encoding="utf-8"))[
         "model_type"
     ]
-    architecture = "LSTM" if model_type == LSTMConfig.model_type else model_type
+    architecture = architecture_name(model_type)
 
     def fill(folder: Path) -> None:
         study = folder / "study"
