@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..checkpoints import load_model_and_tokenizer
-from .card import build_adapter_card, build_model_card, find_study_model
+from .card import PLOTS, build_adapter_card, build_model_card, find_study_model
 from .hub import check_repo_id, copy_files, write_folder
 
 
@@ -50,7 +50,7 @@ def write_model_folder(
         copy_files(model_dir, folder)
         card = build_model_card(model, model_dir, repo_id, template_path, base_model=base_model, adapter=adapter)
         card.save(folder / "README.md")
-        for name in ("headline", "mitigations", "risk_coverage", "fitting", "sizes"):
+        for name in PLOTS:
             plot = model.study_dir / f"{name}.png"
             if plot.is_file():
                 (folder / "plots").mkdir(exist_ok=True)
