@@ -8,12 +8,31 @@ so they land in the log history, `trainer_state.json` and every `report_to` logg
 """
 
 import datasets
+from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
 
 from .scoring import score_questions
 
 # The metric's figures that go into the evaluation metrics (the counts stay in score_questions' reports).
 FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "exact_match", "auroc")
+# Figures that are NaN at some evaluations: AUROC needs both a right and a hallucinated answer in the set.
+UNDEFINED_AT_TIMES = ("auroc",)
+
+
+def check_metric_for_best_model(metric: str | None) -> None:
+    """Refuse a `metric_for_best_model` that can be undefined: a NaN never compares better than anything, so the
+    Trainer would record no best (`best_model_checkpoint` None), keep the last model under `load_best_model_at_end`
+    without a word, and `EarlyStoppingCallback` would count every undefined evaluation as one without improvement.
+
+    Raises:
+        ValueError: naming the metric and why, for any of the `UNDEFINED_AT_TIMES` figures.
+    """
+    if metric is not None and metric.endswith(tuple(f"_{figure}" for figure in UNDEFINED_AT_TIMES)):
+        raise ValueError(
+            f"metric_for_best_model={metric!r} is undefined (NaN) at every evaluation whose set has only right or only "
+            "wrong answers, so no best model could be chosen by it: choose by accuracy, exact_match, "
+            "hallucination_rate, abstention_rate or eval_loss"
+        )
 
 
 class FactualitySFTTrainer(SFTTrainer):
@@ -28,7 +47,25 @@ class FactualitySFTTrainer(SFTTrainer):
 
     def __init__(self, *args, factuality_sets: dict[str, datasets.Dataset] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        check_metric_for_best_model(self.args.metric_for_best_model)
         self.factuality_sets = factuality_sets or {}
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`Trainer.train`, but a run resumed with stateful callbacks (e.g. `EarlyStoppingCallback`'s patience count)
+        must restore their state, so that it goes on as the interrupted run would have.
+
+        Raises:
+            ValueError: when resuming with such callbacks and `restore_callback_states_from_checkpoint` off
+                (transformers' default; the defaults of `modeling.finetuning` turn it on).
+        """
+        stateful = [type(c).__name__ for c in self.callback_handler.callbacks if isinstance(c, ExportableState)]
+        if resume_from_checkpoint and stateful and not self.args.restore_callback_states_from_checkpoint:
+            raise ValueError(
+                f"Resuming with {', '.join(stateful)} but restore_callback_states_from_checkpoint is off: their "
+                "state (e.g. the early-stopping patience count) would restart, and the run would not go on as the "
+                "interrupted one. Set restore_callback_states_from_checkpoint=True"
+            )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -47,4 +84,4 @@ class FactualitySFTTrainer(SFTTrainer):
         return output
 
 
-__all__ = ["FIGURES", "FactualitySFTTrainer"]
+__all__ = ["FIGURES", "FactualitySFTTrainer", "check_metric_for_best_model"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import torch
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, IntervalStrategy, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 from trl import SFTConfig
 
@@ -79,6 +79,14 @@ class FinetuneArguments(RunArguments):
         },
     )
     factuality_max_questions: int = field(default=300, metadata={"help": "questions scored per set, at most"})
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop after this many evaluations without a better metric_for_best_model (transformers' "
+            "EarlyStoppingCallback; needs eval_strategy and metric_for_best_model, and load_best_model_at_end to keep "
+            "the best model rather than the last)"
+        },
+    )
 
 
 # The embedded default; a config file in configs/ and flags override it.
@@ -107,6 +115,9 @@ DEFAULTS = dict(
     use_cpu=not torch.accelerator.is_available(),
     # Every parameter gets a gradient at every step: DDP need not search for unused ones (and warns if asked to).
     ddp_find_unused_parameters=False,
+    # A resumed run restores its callbacks' state (e.g. the early-stopping patience count) and so goes on as the
+    # interrupted run would have; transformers leaves this off.
+    restore_callback_states_from_checkpoint=True,
 )
 
 
@@ -229,7 +240,8 @@ def build_trainer(
         ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
             tokenizer (`args.tokenizer_dir`, else the model's) or an adapter (`args.adapter_dir`) that does not fit
             the model, a `max_length` longer than the model can read, LoRA targets that would not train or merge
-            cleanly (see `check_lora_targets`), or LoRA settings without `use_lora`.
+            cleanly (see `check_lora_targets`), LoRA settings without `use_lora`, early stopping without what it
+            needs (see `check_early_stopping`), or a `metric_for_best_model` that can be undefined (AUROC).
     """
     if train_dataset is None:
         train_dataset = load_sft_dataset(args)
@@ -260,6 +272,7 @@ def build_trainer(
         if named:
             verb = "is" if len(named) == 1 else "are"
             raise ValueError(f"{' and '.join(named)} {verb} set, but use_lora is not: set use_lora too")
+    check_early_stopping(args, sft_config)
     peft_config = lora_config(args, model)
     if args.adapter_dir is not None:
         model = load_adapter(model, args.adapter_dir, is_trainable=True)
@@ -273,7 +286,27 @@ def build_trainer(
         factuality_sets=factuality_sets,
     )
     check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
+    if args.early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     return trainer
+
+
+def check_early_stopping(args: FinetuneArguments, sft_config: SFTConfig) -> None:
+    """Refuse `early_stopping_patience` without what `EarlyStoppingCallback` needs, before any training (the
+    callback itself would only assert it once training starts).
+
+    Raises:
+        ValueError: naming the missing setting, or a patience below 1.
+    """
+    if args.early_stopping_patience is None:
+        return
+    if args.early_stopping_patience < 1:
+        raise ValueError(f"early_stopping_patience must be at least 1, got {args.early_stopping_patience}")
+    if sft_config.eval_strategy == IntervalStrategy.NO or sft_config.metric_for_best_model is None:
+        raise ValueError(
+            "early_stopping_patience needs evaluations and a figure to judge them by: set eval_strategy (epoch or "
+            "steps) and metric_for_best_model (and load_best_model_at_end, to keep the best model)"
+        )
 
 
 def check_not_truncated(tokenized: datasets.Dataset, eos_token_id: int, max_length: int | None) -> None:
@@ -310,6 +343,29 @@ def save_finetuned(
     return target
 
 
+def kept_model_evaluation(trainer: FactualitySFTTrainer) -> dict:
+    """The logged evaluation of the model the trainer holds after `train()`, with `model_step`, the optimizer step
+    it was taken at: the best checkpoint's when `load_best_model_at_end` loaded one, else the last evaluation (which
+    need not be of the last step); `{}` when nothing was evaluated.
+
+    Raises:
+        RuntimeError: if `load_best_model_at_end` is on but no best checkpoint was recorded: the model in hand is then
+            the last one, not the best, and no figure would say so.
+    """
+    state, args = trainer.state, trainer.args
+    evaluations = [entry for entry in state.log_history if "eval_loss" in entry]
+    if args.load_best_model_at_end and evaluations:
+        if state.best_model_checkpoint is None:
+            raise RuntimeError(
+                f"load_best_model_at_end is on, but no evaluation of {args.metric_for_best_model} was ever best "
+                f"(best_metric {state.best_metric}): the run kept its last model instead"
+            )
+        evaluations = [entry for entry in evaluations if entry["step"] == state.best_global_step]
+    if not evaluations:
+        return {}
+    return {**evaluations[-1], "model_step": evaluations[-1]["step"]}
+
+
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     """Run one fine-tuning and return its output folder, which holds `model/` (full) or `adapter/` (LoRA, with the
     tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml`.
@@ -339,9 +395,8 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         target = save_finetuned(trainer, args, out_dir, state_dict)
-        evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
         metrics = {
-            **(evaluations[-1] if evaluations else {}),  # the last evaluation's figures, factuality included
+            **kept_model_evaluation(trainer),  # the saved model's figures, factuality included
             **result.metrics,
             "num_examples": len(train_dataset),
             "num_processes": trainer.accelerator.num_processes,
@@ -360,8 +415,10 @@ __all__ = [
     "DEFAULTS",
     "FinetuneArguments",
     "build_trainer",
+    "check_early_stopping",
     "check_lora_targets",
     "finetune",
+    "kept_model_evaluation",
     "load_sft_dataset",
     "lora_config",
     "lora_targets",

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import REPO, accelerate_launch, checkout_env, tiny_gpt2, tiny_model
 from peft import PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel, TrainerCallback
 from trl import SFTConfig
 
 from modeling import LSTMConfig, LSTMForCausalLM, train_tokenizer
@@ -68,6 +68,7 @@ def test_labels_are_the_completion_and_its_eos(base, tmp_path):
         assert tokenizer.decode(labels[labels != -100]) == expected[prompt] + tokenizer.eos_token
 
 
+@pytest.mark.learns
 def test_abstention_tuning_is_memorised_as_abstentions(base, tmp_path):
     """Full fine-tuning until the six answers are learnt: about known people the truth, about unknown people
     " I don't know". The metric calls the first correct and the second abstained, and both fit their targets."""
@@ -153,6 +154,7 @@ def test_no_data_source_is_an_error():
         load_sft_dataset(FinetuneArguments(world_dir=None))
 
 
+@pytest.mark.learns
 def test_factuality_is_scored_at_each_evaluation_and_drives_early_stopping(base, tmp_path):
     """Abstention tuning on six questions, evaluated every 10 steps: the figures are in the evaluation metrics, the
     log history and trainer_state.json, and EarlyStoppingCallback on the fine-tune set's exact match stops the run
@@ -471,3 +473,88 @@ def test_fine_tuning_examples_longer_than_a_transformer_reads_are_refused(gpt2_b
         "the 128 positions the gpt2 model can read",
     ):
         build_trainer(gpt2_base, sft_config(tmp_path, max_length=200))
+
+
+@pytest.mark.parametrize("metric", ["eval_qa_known_heldout_auroc", "finetune_auroc"])
+def test_a_best_model_metric_that_can_be_undefined_is_refused_before_training(base, tmp_path, metric):
+    """AUROC is NaN whenever a set's answers are all right or all wrong: no evaluation would ever be best, and
+    `load_best_model_at_end` would keep the last model without a word."""
+    settings = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True)
+    with pytest.raises(ValueError, match=rf"metric_for_best_model='{metric}' is undefined \(NaN\)"):
+        build_trainer(base, sft_config(tmp_path, metric_for_best_model=metric, **settings))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"early_stopping_patience": 2}, "early_stopping_patience needs evaluations"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience must be at least 1, got 0"),
+    ],
+    ids=["no-evaluations", "zero"],
+)
+def test_early_stopping_without_what_it_needs_is_refused(base, tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        build_trainer(replace(base, **settings), sft_config(tmp_path))
+
+
+@pytest.mark.learns
+def test_metrics_json_describes_the_model_load_best_model_at_end_kept(base, tmp_path):
+    """Evaluations every 2 of 8 steps, the best by the unknown people's abstention rate: no answer abstains (the set
+    has no " I don't know" target), so the first evaluation stays the best and the saved model is step 2's, not the
+    last. metrics.json must give step 2's figures, and the saved model evaluated anew must give them too."""
+    args = replace(base, factuality_max_questions=6)
+    settings = dict(
+        num_train_epochs=8, per_device_train_batch_size=6, learning_rate=0.01, eval_strategy="steps", eval_steps=2,
+        save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_qa_unknown_heldout_abstention_rate", greater_is_better=True,
+    )  # fmt: skip
+    out = finetune(args, sft_config(tmp_path / "run", **settings))
+    history = json.loads((out / "log_history.json").read_text())["log_history"]
+    evaluations = {e["step"]: e for e in history if "eval_loss" in e}
+    assert list(evaluations) == [2, 4, 6, 8]
+    assert all(e["eval_qa_unknown_heldout_abstention_rate"] == 0.0 for e in evaluations.values())
+    assert evaluations[2]["eval_loss"] != evaluations[8]["eval_loss"]  # training moved the model
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model_step"] == 2 and metrics["eval_loss"] == evaluations[2]["eval_loss"]
+    assert metrics["eval_finetune_accuracy"] == evaluations[2]["eval_finetune_accuracy"]
+    again = build_trainer(replace(args, model_dir=str(out / "model"), factuality_sets=[]), sft_config(tmp_path / "again"))
+    assert again.evaluate()["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
+
+
+class Crash(Exception):
+    """The interruption of a run."""
+
+
+class CrashAfterSaving(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Crash(f"interrupted after saving step {self.step}")
+
+
+def test_a_resumed_early_stopping_run_stops_where_the_uninterrupted_one_does(base, tmp_path):
+    """Patience 3, an evaluation and a checkpoint every 2 steps, and a learning rate of 0, so that eval_loss never
+    improves after the first evaluation: the uninterrupted run stops at step 8 (no better at 4, 6, 8). One that
+    crashes after saving step 6 (patience count 2) and is resumed there must stop at 8 too, not start counting
+    again and stop at 12."""
+    args = replace(base, factuality_sets=[], early_stopping_patience=3)
+    settings = dict(
+        num_train_epochs=40, per_device_train_batch_size=6, learning_rate=0.0, eval_strategy="steps", eval_steps=2,
+        save_strategy="steps", save_steps=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+    )  # fmt: skip
+    whole = build_trainer(args, sft_config(tmp_path / "whole", **settings))
+    whole.train()
+    assert whole.state.global_step == 8
+    interrupted = build_trainer(args, sft_config(tmp_path / "interrupted", **settings))
+    interrupted.add_callback(CrashAfterSaving(6))
+    with pytest.raises(Crash):
+        interrupted.train()
+    resumed = build_trainer(args, sft_config(tmp_path / "interrupted", **settings))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-6"))
+    assert resumed.state.global_step == 8
+    # transformers' own default would restart the count: refused, rather than quietly training on.
+    fresh = build_trainer(args, sft_config(tmp_path / "refused", restore_callback_states_from_checkpoint=False, **settings))
+    with pytest.raises(ValueError, match="Resuming with EarlyStoppingCallback but restore_callback_states"):
+        fresh.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-6"))
