@@ -43,6 +43,7 @@ def write_corpus(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.learns
 def test_two_processes_end_with_the_weights_of_one(tmp_path):
     """The same global batch (8 = 1 x 8 = 2 x 4) and dropout 0: two processes averaging gradients over gloo train
     the same model as one. The loss is averaged over the tokens of the whole global batch (transformers gathers the

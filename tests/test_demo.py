@@ -70,6 +70,7 @@ def expected_verdict(model: str, said: str, value: str) -> str:
     return "correct" if said == value else "hallucinated"
 
 
+@pytest.mark.learns
 def test_each_column_is_the_studys_model_answering_its_own_fine_tune_set(lab, study):
     """Asked its own fine-tune questions, each fine-tuned column gives the recorded answer exactly as often as the
     study measured at the last epoch (the plain model repeats the values, the abstention-tuned one says "I don't

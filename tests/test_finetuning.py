@@ -87,6 +87,7 @@ def test_abstention_tuning_is_memorised_as_abstentions(base, tmp_path):
     assert (metrics["num_examples"], metrics["num_processes"], metrics["trainable_share"]) == (6, 1, 1.0)
 
 
+@pytest.mark.learns
 def test_lora_trains_only_the_adapters_and_saves_reloads_and_merges(base, tmp_path):
     args = replace(base, use_lora=True, lora_r=4)
     trainer = build_trainer(args, sft_config(tmp_path, num_train_epochs=5, per_device_train_batch_size=6))
@@ -408,6 +409,7 @@ def gpt2_base(base, tmp_path_factory) -> FinetuneArguments:
     return replace(base, model_dir=str(folder))
 
 
+@pytest.mark.learns
 def test_lora_on_gpt2_adapts_its_projections_trains_only_them_and_merges(gpt2_base, tmp_path):
     args = replace(gpt2_base, use_lora=True, lora_r=4)
     trainer = build_trainer(args, sft_config(tmp_path, num_train_epochs=5, per_device_train_batch_size=6))
@@ -517,7 +519,9 @@ def test_metrics_json_describes_the_model_load_best_model_at_end_kept(base, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model_step"] == 2 and metrics["eval_loss"] == evaluations[2]["eval_loss"]
     assert metrics["eval_finetune_accuracy"] == evaluations[2]["eval_finetune_accuracy"]
-    again = build_trainer(replace(args, model_dir=str(out / "model"), factuality_sets=[]), sft_config(tmp_path / "again"))
+    again = build_trainer(
+        replace(args, model_dir=str(out / "model"), factuality_sets=[]), sft_config(tmp_path / "again")
+    )
     assert again.evaluate()["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
 
 
@@ -555,6 +559,8 @@ def test_a_resumed_early_stopping_run_stops_where_the_uninterrupted_one_does(bas
     resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-6"))
     assert resumed.state.global_step == 8
     # transformers' own default would restart the count: refused, rather than quietly training on.
-    fresh = build_trainer(args, sft_config(tmp_path / "refused", restore_callback_states_from_checkpoint=False, **settings))
+    fresh = build_trainer(
+        args, sft_config(tmp_path / "refused", restore_callback_states_from_checkpoint=False, **settings)
+    )
     with pytest.raises(ValueError, match="Resuming with EarlyStoppingCallback but restore_callback_states"):
         fresh.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-6"))

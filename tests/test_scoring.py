@@ -52,6 +52,7 @@ def memorizing_model(qa_tokenizer, questions):
     return model.eval()
 
 
+@pytest.mark.learns
 def test_memorized_answers_are_scored_correct(memorizing_model, qa_tokenizer, questions):
     report = score_questions(memorizing_model, qa_tokenizer, questions, batch_size=4)
     assert report["metrics"]["accuracy"] == 1.0
@@ -76,6 +77,7 @@ def test_batched_answers_and_confidences_match_one_by_one(qa_tokenizer, question
         assert confidence == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.learns
 def test_report_counts_and_rates_overall_and_by_knowledge(memorizing_model, qa_tokenizer, questions):
     """The model answers its six memorized questions with their answers, so with the references of rows 1 and 4
     replaced by a wrong value the verdicts are known before scoring: four correct, two hallucinated."""
@@ -102,6 +104,7 @@ def test_empty_question_set_is_refused(model, tokenizer, questions):
         score_questions(model, tokenizer, questions.select([]))
 
 
+@pytest.mark.learns
 def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(
     tmp_path, memorizing_model, qa_tokenizer, world_dir
 ):
@@ -135,6 +138,7 @@ def test_score_script_writes_a_strict_json_report_and_applies_an_adapter(
     assert [a["confidence"] for a in reports["adapter"]["answers"]] != base_conf
 
 
+@pytest.mark.learns
 def test_memorized_biography_is_fully_supported(world_dir, qa_tokenizer):
     """A model that memorized one person's only biography writes it back: every claim supported, every fact covered."""
     person = next(p for p in load_world(world_dir).people_in("known") if p.exposure == 1)

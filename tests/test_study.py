@@ -128,29 +128,37 @@ def test_dev_net_factuality_counts_abstentions_as_zero():
     assert dev_net_factuality(condition) == pytest.approx((6 - 2 + 3 - 15) / 40)
 
 
+@pytest.mark.learns
 def test_the_fine_tune_set_is_learned(study):
     results = json.loads((study / "results.json").read_text())
     plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
+    # configs/study/finetune_tiny.yaml: fitted after 20 to 60 of 80 epochs (ten draws), at most 4 of 6 after 10.
     assert max(record["train_accuracy"] for record in plain["per_epoch"]) == 1.0
-    assert plain["per_epoch"][0]["train_accuracy"] == 0.0  # after 10 of 80 epochs, nothing fitted yet
+    assert plain["per_epoch"][0]["train_accuracy"] < 1.0  # it had not fitted it yet at the first evaluation
 
 
+@pytest.mark.learns
 def test_plots_and_report_are_written(study):
     for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage"):
         assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
-    # Shares 0 and 0.5, early stopping and abstention ran (filtering was skipped): findings 1, 2, 3 and 5.
+    results = json.loads((study / "results.json").read_text())
+    # Shares 0 and 0.5, early stopping and abstention ran: findings 1, 2, 3 and 5. Finding 4 needs the filtered run,
+    # which is skipped when the probe of the tiny model found every drawn fact unknown.
     for number in (1, 2, 3, 5):
         assert f"\n{number}. " in report, number
-    assert "\n4. " not in report and "Skipped, with no fine-tune example left after filtering" in report
-    results = json.loads((study / "results.json").read_text())
+    filtered = next(c for c in results["conditions"] if c["mitigation"] == "filter_unknown")
+    skipped = "Skipped, with no fine-tune example left after filtering" in report
+    assert (filtered.get("skipped", False), "\n4. " not in report) == (skipped, skipped)
     for condition in results["conditions"]:
         if not condition.get("skipped"):
             assert f"| {condition['name']} |" in report
 
 
-def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, monkeypatch):
+def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, tmp_path, monkeypatch):
+    study = shutil.copytree(study, tmp_path / "study")  # the session's study stays as it was for the other tests
+
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
@@ -425,6 +433,7 @@ def test_a_study_over_seeds_runs_each_seed_on_its_own_world_and_gives_intervals(
     assert "| full_u0.5_n6_none |" in (out / "seeds.md").read_text()
 
 
+@pytest.mark.learns
 def test_early_stopping_read_off_the_records_is_the_checkpoint_the_trainer_keeps(study, tmp_path):
     """transformers' `load_best_model_at_end` on the fine-tune set's known answers (a figure that moves in a tiny run,
     and then ties at 1.0: the earliest best must win) keeps the epoch that `early_stopped` reads off the records."""

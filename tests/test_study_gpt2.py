@@ -47,6 +47,7 @@ def test_the_study_runs_every_stage_on_a_gpt2(study):
     assert all(f"| {c['name']} |" in report for c in trained)
 
 
+@pytest.mark.learns
 def test_full_and_lora_fine_tuning_fit_the_fine_tune_set(study):
     results = json.loads((study / "results.json").read_text())
     fitted = {
