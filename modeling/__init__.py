@@ -1,26 +1,14 @@
 """An LSTM language model as a Hugging Face model, and a lab that measures the hallucination fine-tuning causes.
 
-Importing the package registers the model with the Auto classes, so `AutoConfig`, `AutoModel`,
-`AutoModelForCausalLM` and `AutoTokenizer` build it from a config or a saved folder.
+- `lstm/`: the model (config, model classes, tokenizer: the Hub remote code); importing the package registers it
+  with the Auto classes.
+- `training/`: pre-training and supervised fine-tuning with the Trainer and TRL.
+- `factuality/`: the `evaluate` metric; `world.py`: the synthetic world; `scoring.py`: answering and scoring.
+- `study/`: the study (the main job); `publishing/`: the model card, the push and the demo.
+- Helpers: `checkpoints.py`, `adapters.py`, `files.py`, `run_config.py`, `run_folder.py`, `threads.py`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-from .configuration_lstm import LSTMConfig
-from .modeling_lstm import LSTMCache, LSTMForCausalLM, LSTMModel, LSTMPreTrainedModel
-from .tokenization_lstm import LSTMTokenizer, train_tokenizer
-
-AutoConfig.register(LSTMConfig.model_type, LSTMConfig, exist_ok=True)
-AutoModel.register(LSTMConfig, LSTMModel, exist_ok=True)
-AutoModelForCausalLM.register(LSTMConfig, LSTMForCausalLM, exist_ok=True)
-AutoTokenizer.register(LSTMConfig, fast_tokenizer_class=LSTMTokenizer, exist_ok=True)
-
-# save_pretrained copies the three model files next to the weights and writes `auto_map`, so the folder loads
-# anywhere with trust_remote_code=True, without this package.
-LSTMConfig.register_for_auto_class()
-LSTMModel.register_for_auto_class("AutoModel")
-LSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
-LSTMTokenizer.register_for_auto_class("AutoTokenizer")
+from .lstm import LSTMCache, LSTMConfig, LSTMForCausalLM, LSTMModel, LSTMPreTrainedModel, LSTMTokenizer, train_tokenizer
 
 __all__ = [
     "LSTMCache",

@@ -2,8 +2,6 @@
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import load_adapter
-from .tokenization_lstm import LSTMTokenizer
+from .files import staged_folder
 
 
 def load_model_and_tokenizer(
@@ -20,7 +18,7 @@ def load_model_and_tokenizer(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     merge: bool = True,
-) -> tuple[PreTrainedModel | PeftModel, LSTMTokenizer]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Load a model folder written by `save_pretrained` (and a LoRA adapter on top), in eval mode, with its
     tokenizer set up for batched generation (left padding).
 
@@ -65,36 +63,13 @@ def save_atomically(
     `state_dict` replaces the model's own (e.g. the full weights that `accelerator.get_state_dict` gathers from the
     shards of an FSDP model); `extra_json` maps file names to content written into the folder as JSON."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    # mkdtemp makes the folder private (0700); a checkpoint gets the permissions of any folder made here.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    try:
+    with staged_folder(out_dir) as staging:
         model.save_pretrained(staging, state_dict=state_dict)
         for name, content in (extra_json or {}).items():
             (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        replace_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
-def replace_folder(staging: Path, out_dir: Path) -> None:
-    """Put the complete folder `staging` in the place of `out_dir` (which may not exist), by renames in the same
-    parent folder. A crash in the instant between the two renames leaves the previous folder in `.NAME.old`."""
-    if out_dir.exists():
-        retired = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        out_dir.rename(retired)
-        staging.rename(out_dir)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(out_dir)
-
-
-__all__ = ["load_model_and_tokenizer", "replace_folder", "save_atomically"]
+__all__ = ["load_model_and_tokenizer", "save_atomically"]

@@ -31,28 +31,33 @@ class RunArguments:
 
 
 def parse_run_config(
-    dataclass_types: tuple[type, ...], argv: list[str], defaults: dict[str, Any] | None = None
+    dataclass_types: tuple[type, ...],
+    argv: list[str],
+    defaults: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     """Build the dataclasses from `defaults`, then an optional YAML file given as the first argument, then
-    `--field value` flags. Unknown keys, in the file or as flags, are an error."""
+    `overrides` (typed values, as code sets them), then `--field value` flags; each dataclass then checks the whole
+    (e.g. `TrainingArguments.__post_init__`). Unknown keys, in the file, the overrides or as flags, are an error."""
     # No abbreviations: "--unknown_fraction" must not quietly set "--unknown_fractions".
     parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
-    overrides = dict(defaults or {})
+    settings = dict(defaults or {})
     if argv and argv[0].endswith((".yaml", ".yml")):
         config_file, argv = argv[0], argv[1:]
         with open(config_file, encoding="utf-8") as f:
             from_file = yaml.safe_load(f) or {}
         if not isinstance(from_file, dict):
             raise ValueError(f"{config_file} must hold a mapping of field: value, got {type(from_file).__name__}")
-        overrides.update(from_file)
+        settings.update(from_file)
+    settings.update(overrides or {})
     known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(
             f"Unknown configuration keys {unknown}; the known keys are the fields of "
             f"{', '.join(cls.__name__ for cls in dataclass_types)}"
         )
-    parser.set_defaults(**overrides)
+    parser.set_defaults(**settings)
     return parser.parse_args_into_dataclasses(args=argv)
 
 

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .files import write_json
 from .run_config import save_run_config
-from .scoring import write_json
 
 FINISHED_MARKER = "metrics.json"
 

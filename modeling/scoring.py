@@ -5,21 +5,16 @@
 """
 
 import functools
-import json
-import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
 import evaluate
 import torch
-from transformers import BatchEncoding, PreTrainedModel
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from .factuality.factuality import classify_answers
 from .factuality.world_schema import parse_answer
-from .tokenization_lstm import LSTMTokenizer
 from .world import KNOWLEDGE_CATEGORIES, Person
 
 METRIC_DIR = Path(__file__).resolve().parent / "factuality"
@@ -34,7 +29,7 @@ def load_factuality_metric(config_name: str = "qa") -> evaluate.EvaluationModule
 @torch.inference_mode()
 def answer_questions(
     model: PreTrainedModel,
-    tokenizer: LSTMTokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     batch_size: int = 64,
     max_new_tokens: int = 24,
@@ -71,7 +66,7 @@ def answer_questions(
 
 
 def left_padded_batches(
-    tokenizer: LSTMTokenizer, prompts: Sequence[str], batch_size: int, device: torch.device
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int, device: torch.device
 ) -> Iterator[BatchEncoding]:
     # Left padding, so every prompt of a batch ends where generation starts. The padding side is given per call: the
     # caller's tokenizer (maybe a trainer's, padding on the right) is left as it is.
@@ -90,7 +85,7 @@ def _scores_by_knowledge(metric: evaluate.EvaluationModule, knowledge: Sequence[
     return scores
 
 
-def _answer_length(tokens: list[int], tokenizer: LSTMTokenizer) -> int:
+def _answer_length(tokens: list[int], tokenizer: PreTrainedTokenizerBase) -> int:
     """Number of generated tokens up to and including the one that ends the answer."""
     for index, token in enumerate(tokens):
         if token == tokenizer.eos_token_id or "\n" in tokenizer.decode([token]):
@@ -100,7 +95,7 @@ def _answer_length(tokens: list[int], tokenizer: LSTMTokenizer) -> int:
 
 def score_questions(
     model: PreTrainedModel,
-    tokenizer: LSTMTokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     questions: datasets.Dataset,
     batch_size: int = 64,
     max_new_tokens: int = 24,
@@ -148,7 +143,7 @@ def score_questions(
 @torch.inference_mode()
 def continue_prompts(
     model: PreTrainedModel,
-    tokenizer: LSTMTokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 64,
@@ -172,7 +167,7 @@ def continue_prompts(
 
 def score_biographies(
     model: PreTrainedModel,
-    tokenizer: LSTMTokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     people: Sequence[Person],
     max_new_tokens: int = 96,
     batch_size: int = 64,
@@ -204,31 +199,6 @@ def score_biographies(
     }
 
 
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write `data` as JSON through a temporary file, so a crash never leaves a truncated report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n"
-    # A staging file of its own, so two writers never replace each other's half-written file.
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    umask = os.umask(0)  # mkstemp makes the file private; a report gets the permissions of any file made here
-    os.umask(umask)
-    os.chmod(staging, 0o666 & ~umask)
-    Path(staging).replace(path)
-    return path
-
-
-def _without_nan(value):
-    # NaN (e.g. an undefined AUROC) is not JSON: write null so every JSON reader accepts the report.
-    if isinstance(value, dict):
-        return {key: _without_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_nan(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 __all__ = [
     "METRIC_DIR",
     "answer_questions",
@@ -237,5 +207,4 @@ __all__ = [
     "load_factuality_metric",
     "score_biographies",
     "score_questions",
-    "write_json",
 ]

@@ -11,11 +11,11 @@ with an upper bound:
                     F.cross_entropy, built from the model's own weights                         target >= 0.95
   generate greedy   model.generate() tokens/s (batch 1, cache on) vs a hand-stepped nn.LSTM loop  target >= 0.5
   cache speed-up    generate() tokens/s with the cache vs generate(use_cache=False)             target >= 10
-  trainer pretrain  pre-training tokens/s through transformers.Trainer set up as modeling/pretraining.py does
+  trainer pretrain  pre-training tokens/s through transformers.Trainer set up as modeling/training/pretraining.py does
                     (DataCollatorForLanguageModeling, the model's loss, the Trainer's AdamW, gradient clipping,
                     scheduler) vs a bare loop over the same model, tokens per step, optimizer and clipping
                                                                                                 target >= 0.85
-  LoRA step         fine-tuning tokens/s with PEFT LoRA as modeling.finetuning.lora_config makes it (r=8, alpha 16,
+  LoRA step         fine-tuning tokens/s with PEFT LoRA as training.finetuning.lora_config makes it (r=8, alpha 16,
                     the LSTM's weight_ih_l0 / weight_hh_l0) vs full fine-tuning of the same model: a LoRA step may
                     take at most 1.2x a full step                                               target >= 1/1.2
   LoRA share        LoRA's trainable parameters / all parameters at these sizes                 target <= 0.05
@@ -60,16 +60,16 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from modeling import LSTMConfig, LSTMForCausalLM, LSTMTokenizer, train_tokenizer
-from modeling.finetuning import FinetuneArguments, lora_config
-from modeling.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from modeling.scoring import answer_questions
+from modeling.training.finetuning import FinetuneArguments, lora_config
+from modeling.training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from modeling.world import PRETRAIN_SPLIT, WorldConfig, generate_world, to_dataset_dict
 
 PROMPT_LEN = 16
 CHECK_TOKENS = 32  # new tokens generate() and the hand-stepped loop must agree on in float32
 PAD_ID, EOS_ID = 0, 1  # like the project's tokenizer; prompts avoid both
 MIN_VOCAB_SIZE = 258  # the byte-level tokenizer of the scoring benchmark: 2 special tokens + 256 bytes
-# The pre-training settings the Trainer benchmark takes over from modeling/pretraining.py (the rest are about data,
+# The pre-training settings the Trainer benchmark takes over from training/pretraining.py (the rest are about data,
 # evaluation and saving, which a benchmark of training steps leaves out).
 PRETRAIN_OPTIMIZATION = ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm")
 
@@ -408,7 +408,7 @@ class TrainLoopClock(TrainerCallback):
 
 
 def pretrain_arguments(args: argparse.Namespace, output_dir: str, max_steps: int, **overrides) -> TrainingArguments:
-    """Trainer settings for `max_steps` steps of `args.batch_size` sequences: modeling/pretraining.py's optimization
+    """Trainer settings for `max_steps` steps of `args.batch_size` sequences: training/pretraining.py's optimization
     settings; no evaluation, checkpoints, reports or progress bar; logging off unless `overrides` turn it on."""
     settings = dict(
         output_dir=output_dir,
@@ -429,7 +429,7 @@ def pretrain_arguments(args: argparse.Namespace, output_dir: str, max_steps: int
 def pretrain_trainer(
     model: LSTMForCausalLM, tokenizer: LSTMTokenizer, dataset: datasets.Dataset, training_args: TrainingArguments
 ) -> Trainer:
-    """A Trainer as modeling/pretraining.py builds it: the collator pads on the right and makes the labels."""
+    """A Trainer as modeling/training/pretraining.py builds it: the collator pads on the right and makes the labels."""
     trainer = Trainer(
         model=model,
         args=training_args,

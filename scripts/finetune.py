@@ -11,8 +11,8 @@ import sys
 
 from trl import SFTConfig
 
-from modeling.finetuning import DEFAULTS, FinetuneArguments, finetune
 from modeling.run_config import parse_run_config
+from modeling.training.finetuning import DEFAULTS, FinetuneArguments, finetune
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ import sys
 
 from transformers import TrainingArguments
 
-from modeling.pretraining import DEFAULTS, PretrainArguments, pretrain
 from modeling.run_config import parse_run_config
+from modeling.training.pretraining import DEFAULTS, PretrainArguments, pretrain
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.scoring import score_questions, write_json
+from modeling.files import write_json
+from modeling.scoring import score_questions
 from modeling.world import load_world_datasets
 
 

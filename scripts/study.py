@@ -1,6 +1,6 @@
 """Run the study (the main job; see README).
 
-python scripts/study.py                                   # configs/study/default.yaml
+python scripts/study.py                                   # the default study (StudyArguments' defaults)
 python scripts/study.py configs/study/tiny.yaml           # another study config
 python scripts/study.py configs/study/tiny.yaml --thin_sizes 6 12   # flags override the file
 """
@@ -10,14 +10,9 @@ import sys
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments, run_study
 
-DEFAULT_CONFIG = "configs/study/default.yaml"
-
 
 def main() -> None:
-    argv = sys.argv[1:]
-    if not argv or not argv[0].endswith((".yaml", ".yml")):
-        argv = [DEFAULT_CONFIG, *argv]
-    (args,) = parse_run_config((StudyArguments,), argv)
+    (args,) = parse_run_config((StudyArguments,), sys.argv[1:])
     run_study(args)
 
 

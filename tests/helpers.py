@@ -10,9 +10,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 import modeling
 from modeling import LSTMTokenizer
-from modeling.architectures import build_config
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments
+from modeling.training.architectures import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 

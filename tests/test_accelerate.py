@@ -12,8 +12,8 @@ from transformers import TrainingArguments
 
 from modeling import LSTMForCausalLM
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.pretraining import DEFAULTS, PretrainArguments, pretrain
 from modeling.run_config import parse_run_config
+from modeling.training.pretraining import DEFAULTS, PretrainArguments, pretrain
 
 CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 

@@ -6,7 +6,7 @@ import json
 import datasets
 import pytest
 
-from modeling.corpus import build_examples, load_corpus
+from modeling.training.corpus import build_examples, load_corpus
 
 TXT = "First block, line one.\nLine two.\n\nSecond block.\n\n\n\nThird block.\n"
 

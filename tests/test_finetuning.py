@@ -18,7 +18,9 @@ from trl import SFTConfig
 from modeling import LSTMConfig, LSTMForCausalLM, train_tokenizer
 from modeling.adapters import BASE_MODEL_FILE
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
-from modeling.finetuning import (
+from modeling.run_config import parse_run_config
+from modeling.scoring import score_questions
+from modeling.training.finetuning import (
     DEFAULTS,
     FinetuneArguments,
     build_trainer,
@@ -27,8 +29,6 @@ from modeling.finetuning import (
     lora_config,
     lora_targets,
 )
-from modeling.run_config import parse_run_config
-from modeling.scoring import score_questions
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, load_world_datasets, save_world
 
 # Six questions, three about unknown people: small enough to memorise in a few seconds.

@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, T
 
 from modeling import LSTMForCausalLM, LSTMTokenizer, train_tokenizer
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
-from modeling.pretraining import DEFAULTS, PretrainArguments, build_model, pretrain
 from modeling.run_config import parse_run_config
+from modeling.training.pretraining import DEFAULTS, PretrainArguments, build_model, pretrain
 from modeling.world import PRETRAIN_SPLIT, load_world, load_world_datasets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.publishing.card import HELDOUT_FIGURES, eval_results, find_study_model
+from modeling.publishing.card import CARD_FIGURES, eval_results, find_study_model
 from modeling.publishing.model_folder import write_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_each_figure_comes_from_its_own_field(study):
     """A record whose every figure differs, so a figure read from the wrong field shows (the tiny study's rates often
     coincide)."""
     model = find_study_model(study, study / "best" / "model")
-    fields = [key for _, _, figures in HELDOUT_FIGURES for _, key in figures]
+    fields = [key for _, _, figures in CARD_FIGURES for _, key in figures]
     record = {key: 0.1 + i / 100 for i, key in enumerate(fields)}
     condition = {**model.condition, "per_epoch": [record], "detector": {"auroc": {"confidence": 0.77}}}
     found = {

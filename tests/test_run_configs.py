@@ -1,15 +1,18 @@
 """The run configs in configs/: each starts with the command that runs it and holds only keys its script knows."""
 
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import TrainingArguments
 from trl import SFTConfig
 
-from modeling import finetuning, pretraining
+import modeling.study
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments
+from modeling.training import finetuning, pretraining
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -34,3 +37,13 @@ def test_a_run_config_names_its_command_and_parses(path):
         for name, config in (("pretrain", study.pretrain_config), ("finetune", study.finetune_config)):
             types, defaults = SCRIPTS[name]
             parse_run_config(types, [str(REPO / config)], defaults)
+
+
+def test_the_study_api_and_the_command_line_share_their_defaults(monkeypatch):
+    """`run_study(StudyArguments())` and `scripts/study.py` with no arguments run the same study: the defaults live in
+    the dataclass alone."""
+    ran = []
+    monkeypatch.setattr(modeling.study, "run_study", ran.append)
+    monkeypatch.setattr(sys, "argv", ["study.py"])
+    runpy.run_path(str(REPO / "scripts" / "study.py"), run_name="__main__")
+    assert ran == [StudyArguments()] and ran[0].lora_learning_rate == 0.01

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,31 @@ def test_remote_code_loads_in_a_fresh_process_without_the_package(saved, model, 
         **tokenizer(PROMPT, return_tensors="pt"), max_new_tokens=6, min_new_tokens=6, do_sample=False
     )
     assert result["text"] == tokenizer.decode(alone[0])
+
+
+# Written by save_pretrained (tiny_model(seed=7), a tokenizer of CORPUS) when the three model files lay directly in
+# modeling/, before the model had a sub-package of its own; expected.json holds the logits it gave then.
+OLD_SAVED_FOLDER = Path(__file__).parent / "data" / "saved_lstm_v0_1"
+
+
+def test_a_folder_saved_before_the_model_moved_to_its_subpackage_still_loads(tmp_path):
+    """The package's Auto classes and, in a fresh process without the package, the remote code saved in the folder
+    both load it and give the logits recorded when it was saved."""
+    expected = json.loads((OLD_SAVED_FOLDER / "expected.json").read_text())
+    recorded = torch.tensor(expected["last_logits_first_5"])
+    model = AutoModelForCausalLM.from_pretrained(OLD_SAVED_FOLDER).eval()
+    tokenizer = AutoTokenizer.from_pretrained(OLD_SAVED_FOLDER)
+    assert type(model) is LSTMForCausalLM and type(tokenizer) is LSTMTokenizer
+    batch = tokenizer(expected["prompts"], return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits[:, -1, :5], recorded, rtol=1e-5, atol=1e-6)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    out = tmp_path / "remote"
+    command = [sys.executable, "-c", REMOTE_SCRIPT, str(OLD_SAVED_FOLDER), str(out), *expected["prompts"]]
+    subprocess.run(command, env=env, cwd=tmp_path, check=True)
+    assert json.loads(out.with_suffix(".json").read_text())["model_class"].startswith("transformers_modules")
+    remote = torch.load(out.with_suffix(".pt"))["logits"][:, -1, :5]
+    torch.testing.assert_close(remote, recorded, rtol=1e-5, atol=1e-6)
 
 
 def test_tokenizer_larger_than_the_model_is_refused(tmp_path, tokenizer):

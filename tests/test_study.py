@@ -14,7 +14,6 @@ from helpers import checkout_env, tiny_args
 from trl import SFTConfig
 
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, plan_conditions, run_study
 from modeling.study import probe as probe_module
@@ -31,6 +30,7 @@ from modeling.study.conditions import (
 from modeling.study.intervals import t_interval, wilson_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
 from modeling.study.report import answered_accuracy, time_breakdown
+from modeling.training.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, save_world
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from ..configuration_lstm import LSTMConfig
+from ..lstm.configuration_lstm import LSTMConfig
 from ..study.report import findings
 from ..world import WorldConfig, load_world
 
@@ -30,7 +30,7 @@ PLOTS = ("headline", "mitigations", "risk_coverage", "fitting", "sizes")
 
 # What a fine-tuned model's card reports: (dataset config, which test questions, ((metric type, key in the last
 # per-epoch record of the condition), ...)). The test people were never fine-tuned on.
-HELDOUT_FIGURES = (
+CARD_FIGURES = (
     (
         "known",
         "held-out test people it read about in pre-training",
@@ -199,7 +199,7 @@ def eval_results(model: StudyModel) -> list[EvalResult]:
     record = model.condition["per_epoch"][-1]
     results = [
         result(config, "test", what, metric, record[key])
-        for config, what, figures in HELDOUT_FIGURES
+        for config, what, figures in CARD_FIGURES
         for metric, key in figures
         if record.get(key) is not None
     ]
@@ -331,7 +331,7 @@ def build_adapter_card(adapter: StudyModel, repo_id: str) -> ModelCard:
 
 
 __all__ = [
-    "HELDOUT_FIGURES",
+    "CARD_FIGURES",
     "architecture_name",
     "PRETRAINED_FIGURES",
     "StudyModel",

@@ -5,7 +5,6 @@ failed push leaves the repository as it was. A dry run writes the same folder an
 """
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ..checkpoints import replace_folder
+from ..files import staged_folder
 
 
 class PushError(RuntimeError):
@@ -53,16 +52,8 @@ def write_folder(out: str | Path, fill: Callable[[Path], None]) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty: remove it or give another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         fill(staging)
-        if out.exists():
-            out.rmdir()
-        replace_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

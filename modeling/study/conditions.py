@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 
 import datasets
-from transformers import IntervalStrategy, TrainerCallback
+from transformers import TrainerCallback
 from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
-from ..finetuning import DEFAULTS as FINETUNE_DEFAULTS
-from ..finetuning import FinetuneArguments, build_trainer, save_finetuned
 from ..run_config import parse_run_config
+from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
+from ..training.finetuning import FinetuneArguments, build_trainer, save_finetuned
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, StudyArguments
 from .detector import evaluate_detectors
 
-HELDOUT_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
+RECORDED_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
 
 def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
@@ -100,12 +100,46 @@ def per_epoch_records(log_history: list[dict], set_sizes: dict[str, int]) -> lis
         }
         for half, label in (("test", "heldout"), ("dev", "dev")):
             for group in ("known", "unknown"):
-                for figure in HELDOUT_FIGURES:
+                for figure in RECORDED_FIGURES:
                     record[f"{label}_{group}_{figure}"] = entry.get(f"eval_{half}_{group}_{figure}")
             for category in ("highly_known", "weakly_known"):
                 record[f"{label}_{category}_accuracy"] = entry.get(f"eval_{half}_known_{category}_accuracy")
         records.append(record)
     return records
+
+
+def condition_configs(
+    condition: Condition, args: StudyArguments, pretrain_dir: Path, num_examples: int
+) -> tuple[FinetuneArguments, SFTConfig]:
+    """The fine-tuning settings of one condition: the study's fine-tuning config with the condition's model, data,
+    method, seed and output folder, and an evaluation every `args.eval_every` epochs (counted in optimizer steps of
+    `num_examples` examples), all checked by the dataclasses themselves.
+
+    Raises:
+        ValueError: if `eval_every` does not divide the fine-tuning's epochs (the last epoch would go unevaluated).
+    """
+    overrides = {
+        "model_dir": str(pretrain_dir / "model"),
+        "world_dir": str(pretrain_dir / "world"),
+        "output_dir": str(Path(args.output_dir) / "conditions" / condition.name),
+        "use_lora": condition.method == "lora",
+        "seed": args.seed,
+        "save_strategy": "no",
+        "report_to": "none",
+    }
+    if condition.method == "lora" and args.lora_learning_rate is not None:
+        overrides["learning_rate"] = args.lora_learning_rate
+    types = (FinetuneArguments, SFTConfig)
+    _, sft_config = parse_run_config(types, [args.finetune_config], FINETUNE_DEFAULTS, overrides)
+    if sft_config.num_train_epochs % args.eval_every:
+        raise ValueError(
+            f"eval_every={args.eval_every} must divide num_train_epochs={sft_config.num_train_epochs} of "
+            f"{args.finetune_config}, so that the last epoch is evaluated"
+        )
+    sequences_per_step = sft_config.per_device_train_batch_size * sft_config.world_size
+    steps_per_epoch = math.ceil(math.ceil(num_examples / sequences_per_step) / sft_config.gradient_accumulation_steps)
+    overrides |= {"eval_strategy": "steps", "eval_steps": steps_per_epoch * args.eval_every}
+    return parse_run_config(types, [args.finetune_config], FINETUNE_DEFAULTS, overrides)
 
 
 def run_condition(
@@ -119,15 +153,6 @@ def run_condition(
     """Fine-tune one condition and return its result (see `per_epoch_records`); saves the fine-tuned model (or
     adapter) in `conditions/<name>/`, its `saved` folder, relative to the study's output folder."""
     start = time.perf_counter()
-    overrides = ["--model_dir", str(pretrain_dir / "model"), "--world_dir", str(pretrain_dir / "world")]
-    overrides += ["--output_dir", str(Path(args.output_dir) / "conditions" / condition.name)]
-    overrides += ["--use_lora", str(condition.method == "lora"), "--seed", str(args.seed)]
-    overrides += ["--save_strategy", "no", "--report_to", "none"]
-    if condition.method == "lora" and args.lora_learning_rate is not None:
-        overrides += ["--learning_rate", str(args.lora_learning_rate)]
-    finetune_args, sft_config = parse_run_config(
-        (FinetuneArguments, SFTConfig), [args.finetune_config, *overrides], FINETUNE_DEFAULTS
-    )
     rows = finetune_rows(world, condition, probe, args.seed)
     if len(rows) == 0:
         print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
@@ -140,16 +165,7 @@ def run_condition(
             "saved": None,
             "skipped": True,
         }
-    if sft_config.num_train_epochs % args.eval_every:
-        raise ValueError(
-            f"eval_every={args.eval_every} must divide num_train_epochs={sft_config.num_train_epochs} of "
-            f"{args.finetune_config}, so that the last epoch is evaluated"
-        )
-    # An evaluation every `eval_every` epochs, counted in optimizer steps.
-    sequences_per_step = sft_config.per_device_train_batch_size * sft_config.world_size
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / sequences_per_step) / sft_config.gradient_accumulation_steps)
-    sft_config.eval_strategy = IntervalStrategy.STEPS
-    sft_config.eval_steps = steps_per_epoch * args.eval_every
+    finetune_args, sft_config = condition_configs(condition, args, pretrain_dir, len(rows))
     sets = {f"finetune_{g}": rows.filter(lambda x, g=g: x == g, input_columns="group") for g in ("known", "unknown")}
     sets = {name: questions for name, questions in {**sets, **heldout}.items() if len(questions)}
     trainer = build_trainer(
@@ -238,5 +254,6 @@ __all__ = [
     "finetune_rows",
     "heldout_splits",
     "per_epoch_records",
+    "condition_configs",
     "run_condition",
 ]

@@ -17,7 +17,8 @@ MITIGATIONS = ("early_stopping", *TRAINED_MITIGATIONS)
 
 @dataclass
 class StudyArguments(RunArguments):
-    """What a study runs. Pre-training and fine-tuning settings come from their own config files."""
+    """What a study runs; these defaults are the default study (the main job), and a file in configs/study/ or
+    flags override them. Pre-training and fine-tuning settings come from their own config files."""
 
     output_dir: str = field(default="runs/study", metadata={"help": "where every stage writes"})
     pretrain_config: str = field(
@@ -41,7 +42,7 @@ class StudyArguments(RunArguments):
     )
     mitigation_fraction: float = field(default=0.5, metadata={"help": "share of unknown facts the mitigations face"})
     lora_learning_rate: float | None = field(
-        default=None, metadata={"help": "learning rate of the LoRA runs; default: the fine-tuning config's"}
+        default=0.01, metadata={"help": "learning rate of the LoRA runs; None: the fine-tuning config's"}
     )
     eval_every: int = field(default=1, metadata={"help": "epochs between two evaluations of a fine-tuning"})
     probe_samples: int = field(default=4, metadata={"help": "sampled continuations per sentence opening"})

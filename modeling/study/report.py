@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
-from ..scoring import write_json
+from ..files import write_json
 from .intervals import auroc_interval, t_interval, wilson_interval
 
 

@@ -15,20 +15,19 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 from transformers import TrainingArguments
 
-from ..checkpoints import load_model_and_tokenizer, replace_folder, save_atomically
-from ..pretraining import DEFAULTS as PRETRAIN_DEFAULTS
-from ..pretraining import PretrainArguments, pretrain
+from ..checkpoints import load_model_and_tokenizer, save_atomically
+from ..files import staged_folder, write_json
 from ..run_config import parse_run_config, run_config_sections
 from ..run_folder import FINISHED_MARKER
-from ..scoring import write_json
 from ..threads import set_num_threads
+from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
+from ..training.pretraining import PretrainArguments, pretrain
 from ..world import load_world
 from .conditions import dev_net_factuality, early_stopped, heldout_splits, run_condition
 from .config import Condition, StudyArguments, plan_conditions
@@ -46,8 +45,20 @@ CONDITION_FIELDS = (
     "detector",
     "saved",
 )
-# Settings that may differ between two runs of the same pre-training.
-VOLATILE = ("num_threads", "overwrite_output_dir")
+# Settings that may differ between two runs of the same pre-training, by section of run_config.yaml: the output
+# folder is the study's own `pretrain/`, wherever the study has been moved to.
+VOLATILE = {"PretrainArguments": ("num_threads", "overwrite_output_dir"), "TrainingArguments": ("output_dir",)}
+
+
+def _without_volatile(sections: object) -> object:
+    if not isinstance(sections, dict):  # a damaged record, which matches nothing
+        return sections
+    return {
+        name: {key: value for key, value in values.items() if key not in VOLATILE.get(name, ())}
+        if isinstance(values, dict)
+        else values
+        for name, values in sections.items()
+    }
 
 
 def settings_key(*parts: object) -> str:
@@ -59,18 +70,16 @@ def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str, b
     """The pre-trained model folder of this study, the key of its config, and whether it was reused: it is when
     `out_dir/pretrain` holds a finished run with the same config, else it is pre-trained (again)."""
     pretrain_dir = out_dir / "pretrain"
-    argv = [args.pretrain_config, "--output_dir", str(pretrain_dir)]
+    overrides: dict = {"output_dir": str(pretrain_dir)}
     if args.seeds:  # a study over seeds: each run draws its own world and initialisation
-        argv += ["--seed", str(args.seed), "--world_seed", str(args.seed)]
-    pretrain_args, training_args = parse_run_config((PretrainArguments, TrainingArguments), argv, PRETRAIN_DEFAULTS)
-    wanted = run_config_sections(pretrain_args, training_args)
-    for key in VOLATILE:
-        wanted["PretrainArguments"].pop(key, None)
+        overrides |= {"seed": args.seed, "world_seed": args.seed}
+    pretrain_args, training_args = parse_run_config(
+        (PretrainArguments, TrainingArguments), [args.pretrain_config], PRETRAIN_DEFAULTS, overrides
+    )
+    wanted = _without_volatile(run_config_sections(pretrain_args, training_args))
     recorded_file = pretrain_dir / "run_config.yaml"
     if (pretrain_dir / FINISHED_MARKER).is_file() and recorded_file.is_file():
-        recorded = yaml.safe_load(recorded_file.read_text(encoding="utf-8"))
-        for key in VOLATILE:
-            recorded.get("PretrainArguments", {}).pop(key, None)
+        recorded = _without_volatile(yaml.safe_load(recorded_file.read_text(encoding="utf-8")))
         if recorded == wanted:
             print(f"study: pre-training: reusing {pretrain_dir / 'model'} (same config)")
             return pretrain_dir, settings_key(wanted), True
@@ -119,8 +128,7 @@ def publish_best(conditions: list[dict], out_dir: Path) -> dict | None:
         "dev_net_factuality": dev_net_factuality(best),
         "folders": ["model", "adapter"] if best["method"] == "lora" else ["model"],
     }
-    staging = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
-    try:
+    with staged_folder(out_dir / "best") as staging:
         if best["method"] == "lora":
             shutil.copytree(saved, staging / "adapter")
             merged, tokenizer = load_model_and_tokenizer(out_dir / "pretrain" / "model", saved)
@@ -128,10 +136,6 @@ def publish_best(conditions: list[dict], out_dir: Path) -> dict | None:
         else:
             shutil.copytree(saved, staging / "model")
         write_json(record, staging / "condition.json")
-        replace_folder(staging, out_dir / "best")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"study: best condition on dev: {best['name']} (net factuality {record['dev_net_factuality']:.2f}); in best/")
     return record
 

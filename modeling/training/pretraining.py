@@ -3,8 +3,9 @@ Hugging Face Trainer, on a world's biographies or any corpus.
 
 One run: make (or load) the world, or load the user's corpus; hold out a slice of the documents; train the tokenizer
 on the rest (unless one is given); train with `Trainer` (so `accelerate launch` runs it on several processes, GPUs or
-machines) on one sequence per document (see `modeling.corpus`); save model and tokenizer, plot the loss curve, report
-the held-out perplexity and, for a world, let the model write every known person's biography and score its claims.
+machines) on one sequence per document (see `modeling.training.corpus`); save model and tokenizer, plot the loss
+curve, report the held-out perplexity and, for a world, let the model write every known person's biography and score
+its claims.
 """
 
 import math
@@ -24,18 +25,16 @@ from transformers import (
     TrainingArguments,
 )
 
-from .architectures import build_config, check_fits_positions, is_lstm
-from .checkpoints import save_atomically
-from .configuration_lstm import LSTMConfig
-from .corpus import build_examples, load_corpus
-from .modeling_lstm import LSTMForCausalLM, check_tokenizer_fits
-from .plots import plot_loss_curves
-from .run_config import RunArguments
-from .run_folder import prepare_output_dir, write_run_record
-from .scoring import score_biographies, write_json
-from .threads import set_num_threads
-from .tokenization_lstm import train_tokenizer
-from .world import (
+from ..checkpoints import save_atomically
+from ..files import write_json
+from ..lstm.configuration_lstm import LSTMConfig
+from ..lstm.modeling_lstm import LSTMForCausalLM, check_tokenizer_fits
+from ..lstm.tokenization_lstm import train_tokenizer
+from ..run_config import RunArguments
+from ..run_folder import prepare_output_dir, write_run_record
+from ..scoring import score_biographies
+from ..threads import set_num_threads
+from ..world import (
     PRETRAIN_SPLIT,
     World,
     WorldConfig,
@@ -44,6 +43,9 @@ from .world import (
     load_world_datasets,
     save_world,
 )
+from .architectures import build_config, check_fits_positions, is_lstm
+from .corpus import build_examples, load_corpus
+from .plots import plot_loss_curves
 
 
 @dataclass

@@ -11,7 +11,7 @@ import datasets
 from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
 
-from .scoring import score_questions
+from ..scoring import score_questions
 
 # The metric's figures that go into the evaluation metrics (the counts stay in score_questions' reports).
 FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "exact_match", "auroc")
@@ -56,7 +56,7 @@ class FactualitySFTTrainer(SFTTrainer):
 
         Raises:
             ValueError: when resuming with such callbacks and `restore_callback_states_from_checkpoint` off
-                (transformers' default; the defaults of `modeling.finetuning` turn it on).
+                (transformers' default; the defaults of `modeling.training.finetuning` turn it on).
         """
         stateful = [type(c).__name__ for c in self.callback_handler.callbacks if isinstance(c, ExportableState)]
         if resume_from_checkpoint and stateful and not self.args.restore_callback_states_from_checkpoint:

@@ -1,6 +1,6 @@
 """Supervised fine-tuning (SFT) of a pre-trained model (our LSTM, or any transformers causal LM) on prompt/completion
 pairs with TRL's `SFTTrainer`, either in full or with LoRA adapters: by default on the LSTM's own weight matrices, or
-on a transformer's attention and MLP projections (see `modeling.architectures`).
+on a transformer's attention and MLP projections (see `modeling.training.architectures`).
 
 The data are prompt/completion pairs, the convention TRL uses: the world's questions drawn by `draw_finetune_set`
 (any size, any share of unknown people, with or without "I don't know" for them), or the user's JSON Lines with
@@ -21,15 +21,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallb
 from transformers.pytorch_utils import Conv1D
 from trl import SFTConfig
 
-from .adapters import BASE_MODEL_FILE, base_model_record, load_adapter
+from ..adapters import BASE_MODEL_FILE, base_model_record, load_adapter
+from ..checkpoints import save_atomically
+from ..lstm.modeling_lstm import check_tokenizer_fits
+from ..run_config import RunArguments
+from ..run_folder import prepare_output_dir, write_run_record
+from ..threads import set_num_threads
+from ..world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
-from .checkpoints import save_atomically
 from .factuality_trainer import FactualitySFTTrainer
-from .modeling_lstm import check_tokenizer_fits
-from .run_config import RunArguments
-from .run_folder import prepare_output_dir, write_run_record
-from .threads import set_num_threads
-from .world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 
 
 @dataclass
@@ -56,7 +56,7 @@ class FinetuneArguments(RunArguments):
     )
     lora_r: int = 8
     lora_alpha: int = 16
-    # None: the architecture's default (see `modeling.architectures`), decided when the model is loaded.
+    # None: the architecture's default (see `modeling.training.architectures`), decided when the model is loaded.
     lora_target_parameters: list[str] | None = field(
         default=None,
         metadata={
@@ -162,7 +162,7 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
 
 def lora_targets(args: FinetuneArguments, model_type: str) -> tuple[list[str], list[str]]:
     """The `(target_modules, target_parameters)` of a new adapter on a model of `model_type`: each as `args` names
-    it, or the architecture's default when `args` leaves it None (see `modeling.architectures`).
+    it, or the architecture's default when `args` leaves it None (see `modeling.training.architectures`).
 
     Raises:
         ValueError: if the default modules are needed and the model type has none.

@@ -12,7 +12,7 @@ import dataclasses
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, PreTrainedConfig
 
-from .configuration_lstm import LSTMConfig
+from ..lstm.configuration_lstm import LSTMConfig
 
 # "lstm" is the short name runs use; the registered model type says whose LSTM it is.
 LSTM_MODEL_TYPES = ("lstm", LSTMConfig.model_type)
