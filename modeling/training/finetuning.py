@@ -29,6 +29,7 @@ from ..run_folder import prepare_output_dir, write_run_record
 from ..threads import set_num_threads
 from ..world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
+from .defaults import COMMON_DEFAULTS
 from .factuality_trainer import FactualitySFTTrainer
 
 
@@ -91,18 +92,14 @@ class FinetuneArguments(RunArguments):
 
 # The embedded default; a config file in configs/ and flags override it.
 DEFAULTS = dict(
+    COMMON_DEFAULTS,
     output_dir="runs/finetune",
     num_train_epochs=20,
     per_device_train_batch_size=16,
-    # Also the batch of the factuality evaluations' generation: the Trainer's default of 8 made evaluating the
-    # default study's question sets take most of its time.
-    per_device_eval_batch_size=64,
+    # per_device_eval_batch_size=64 (COMMON_DEFAULTS) is also the batch of the factuality evaluations' generation:
+    # the Trainer's default of 8 made evaluating the default study's question sets take most of its time.
     learning_rate=3e-3,
     lr_scheduler_type="constant",
-    logging_steps=10,
-    save_strategy="no",
-    report_to="none",
-    seed=0,
     max_length=128,
     # TRL turns gradient (activation) checkpointing on by default; a small LSTM needs no memory saving, and it
     # costs a re-run of every layer in the backward pass. (`gradient_checkpointing` is the name transformers 5.24
@@ -112,9 +109,6 @@ DEFAULTS = dict(
     # under autocast: its logits came out 0.5% off those of the same weights in float32 (seen after a CPU run).
     # Exact float32 is the default here; --bf16 true on a GPU that has it.
     bf16=False,
-    use_cpu=not torch.accelerator.is_available(),
-    # Every parameter gets a gradient at every step: DDP need not search for unused ones (and warns if asked to).
-    ddp_find_unused_parameters=False,
     # A resumed run restores its callbacks' state (e.g. the early-stopping patience count) and so goes on as the
     # interrupted run would have; transformers leaves this off.
     restore_callback_states_from_checkpoint=True,

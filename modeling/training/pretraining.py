@@ -45,6 +45,7 @@ from ..world import (
 )
 from .architectures import build_config, check_fits_positions, is_lstm
 from .corpus import build_examples, load_corpus
+from .defaults import COMMON_DEFAULTS
 from .plots import plot_loss_curves
 
 
@@ -117,24 +118,16 @@ class PretrainArguments(RunArguments):
 
 # The main job's embedded default: a few CPU minutes on the default world and model sizes.
 DEFAULTS = dict(
+    COMMON_DEFAULTS,
     output_dir="runs/pretrain",
     num_train_epochs=15,
     per_device_train_batch_size=16,
-    per_device_eval_batch_size=64,
     learning_rate=3e-3,
     lr_scheduler_type="cosine",
     warmup_steps=0.05,
     weight_decay=0.01,
     max_grad_norm=1.0,
-    logging_steps=10,
     eval_strategy="epoch",
-    save_strategy="no",
-    report_to="none",
-    seed=0,
-    # Without an accelerator, accelerate forms a multi-process (gloo) group only when told the run is on the CPU.
-    use_cpu=not torch.accelerator.is_available(),
-    # Every parameter gets a gradient at every step: DDP need not search for unused ones (and warns if asked to).
-    ddp_find_unused_parameters=False,
 )
 
 
