@@ -6,10 +6,11 @@ python scripts/check_kernels.py avx2-2           # one setting (what CI runs aft
 python scripts/check_kernels.py --all native-2   # the whole suite, not only the `learns` tests
 python scripts/check_kernels.py avx2-1 -- -k study --randomly-seed=1   # pytest options after --
 
-"native" leaves PyTorch and oneDNN to pick the best kernels the CPU has (AVX-512, AMX, bfloat16 units); "avx2" caps
-both to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), which changes the order and width of the floating-point sums
-and so the rounding of every result. The number is OMP_NUM_THREADS, the threads each process uses. Each setting runs
-in its own pytest process; the script prints a line per setting and exits 1 if any failed.
+"native" leaves PyTorch's own kernels, oneDNN and MKL to pick the widest instructions the CPU has (AVX-512 where it
+has them); "avx2" caps all three to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS), which
+changes the width and order of their floating-point sums, and so the rounding of what they compute. The number is
+OMP_NUM_THREADS, the threads each process uses (the tests that launch two processes keep one thread each). Each
+setting runs in its own pytest process; the script prints a line per setting and exits 1 if any failed.
 """
 
 import argparse
@@ -21,14 +22,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KERNELS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+KERNELS = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+# Every variable that caps the kernels (DNNL_ is oneDNN's older prefix): a setting starts from none of them.
+CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 SETTINGS = [f"{kernels}-{threads}" for kernels in KERNELS for threads in (1, 2)]
 
 
 def setting_env(setting: str) -> dict[str, str]:
     """The environment of one setting, `KERNELS-THREADS` (e.g. "avx2-2"), on top of this process's."""
     kernels, threads = setting.split("-")
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    env = {k: v for k, v in os.environ.items() if k not in CAPS}
     return {**env, **KERNELS[kernels], "OMP_NUM_THREADS": threads}
 
 

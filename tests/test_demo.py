@@ -113,6 +113,7 @@ def test_verdicts_and_confidences_follow_the_record(lab):
             assert answers[1].prompt == answers[2].prompt == f"Question: {worded}\nAnswer:"  # as fine-tuned
 
 
+@pytest.mark.learns
 def test_a_sentence_ends_at_its_period_and_its_confidence_counts_the_period(model, tokenizer):
     """A tiny model taught one text by heart continues "Ada was born in" with " Oslo." and more; the sentence is
     "Oslo", and the confidence is the mean log-probability of its tokens and of the one holding the period, recomputed

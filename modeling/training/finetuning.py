@@ -338,9 +338,10 @@ def save_finetuned(
 
 
 def kept_model_evaluation(trainer: FactualitySFTTrainer) -> dict:
-    """The logged evaluation of the model the trainer holds after `train()`, with `model_step`, the optimizer step
-    it was taken at: the best checkpoint's when `load_best_model_at_end` loaded one, else the last evaluation (which
-    need not be of the last step); `{}` when nothing was evaluated.
+    """The evaluation of the model the trainer holds after `train()`, with `model_step`, the optimizer step it was
+    taken at: the best checkpoint's logged evaluation when `load_best_model_at_end` loaded one; else the last logged
+    one if it was taken at the last step, and otherwise a new evaluation of the last model (every process must call
+    this, as for `trainer.evaluate`); `{}` when the run evaluates nothing (`eval_strategy` "no").
 
     Raises:
         RuntimeError: if `load_best_model_at_end` is on but no best checkpoint was recorded: the model in hand is then
@@ -354,10 +355,14 @@ def kept_model_evaluation(trainer: FactualitySFTTrainer) -> dict:
                 f"load_best_model_at_end is on, but no evaluation of {args.metric_for_best_model} was ever best "
                 f"(best_metric {state.best_metric}): the run kept its last model instead"
             )
-        evaluations = [entry for entry in evaluations if entry["step"] == state.best_global_step]
-    if not evaluations:
+        kept = next(entry for entry in evaluations if entry["step"] == state.best_global_step)
+    elif args.eval_strategy == IntervalStrategy.NO:
         return {}
-    return {**evaluations[-1], "model_step": evaluations[-1]["step"]}
+    elif evaluations and evaluations[-1]["step"] == state.global_step:
+        kept = evaluations[-1]
+    else:  # the run ended between two evaluations
+        kept = {**trainer.evaluate(), "epoch": state.epoch, "step": state.global_step}
+    return {**kept, "model_step": kept["step"]}
 
 
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
@@ -384,14 +389,16 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
             f"{args.num_threads} thread(s) each"
         )
     result = trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
+    # On every process, before anything is written: a run without the figures of its model stops here whole.
+    kept = kept_model_evaluation(trainer)
 
     # Every process takes part: under FSDP this gathers the full weights from their shards.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         target = save_finetuned(trainer, args, out_dir, state_dict)
         metrics = {
-            **kept_model_evaluation(trainer),  # the saved model's figures, factuality included
             **result.metrics,
+            **kept,  # the saved model's figures (its epoch too), factuality included
             "num_examples": len(train_dataset),
             "num_processes": trainer.accelerator.num_processes,
             "trainable_parameters": trainable,
