@@ -61,6 +61,7 @@ from transformers import DataCollatorForLanguageModeling, PrinterCallback, Train
 
 from modeling import LSTMConfig, LSTMForCausalLM, LSTMTokenizer, train_tokenizer
 from modeling.scoring import answer_questions
+from modeling.timing import interleaved, synchronize
 from modeling.training.finetuning import FinetuneArguments, lora_config
 from modeling.training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from modeling.world import PRETRAIN_SPLIT, WorldConfig, generate_world, to_dataset_dict
@@ -189,41 +190,6 @@ def random_ids(args: argparse.Namespace, batch: int, length: int) -> torch.Tenso
     return torch.randint(EOS_ID + 1, args.vocab_size, (batch, length), generator=generator).to(args.device)
 
 
-def synchronize(device: str) -> None:
-    """Wait for the GPU work queued so far, so that a clock read afterwards includes it."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    """Seconds one call of `fn` takes, including the GPU work it queued. A `fn` that times its own work (the Trainer's
-    training loop, without the set-up of its train() call) returns those seconds as a float instead."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    synchronize(device)
-    return result if isinstance(result, float) else time.perf_counter() - start
-
-
-def interleaved(
-    model_fn: Callable[[], object], baseline_fn: Callable[[], object], repeats: int, device: str, warm_up: bool = True
-) -> tuple[list[float], list[float]]:
-    """Times of `repeats` runs of each, after one warm-up run each (kernel choice, allocator, optimizer state). The
-    two alternate, and who goes first flips every repeat, so drift in the machine's speed (other jobs, clocks) hits
-    both sides alike."""
-    if warm_up:
-        model_fn(), baseline_fn()
-    model_times, baseline_times = [], []
-    for r in range(repeats):
-        if r % 2 == 0:
-            model_times.append(timed(model_fn, device))
-            baseline_times.append(timed(baseline_fn, device))
-        else:
-            baseline_times.append(timed(baseline_fn, device))
-            model_times.append(timed(model_fn, device))
-    return model_times, baseline_times
-
-
 def as_result(
     name: str,
     work: float,
@@ -276,7 +242,7 @@ def bench_training(args: argparse.Namespace) -> Result:
             F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
             bare_opt.step()
 
-    model_times, bare_times = interleaved(model_steps, bare_steps, args.repeats, args.device)
+    model_times, bare_times = interleaved(model_steps, bare_steps, repeats=args.repeats, device=args.device)
     tokens = args.train_steps * args.batch_size * args.seq_len
     return as_result("train step", tokens, model_times, bare_times, target=0.95)
 
@@ -345,8 +311,8 @@ def bench_generation(args: argparse.Namespace) -> Result:
     model_times, bare_times = interleaved(
         lambda: generate(model, prompt, args.gen_tokens),
         lambda: greedy_bare(bare, prompt, args.gen_tokens),
-        args.repeats,
-        args.device,
+        repeats=args.repeats,
+        device=args.device,
     )
     return as_result("generate greedy", args.gen_tokens, model_times, bare_times, target=0.5)
 
@@ -361,8 +327,8 @@ def bench_cache(args: argparse.Namespace) -> Result:
     model_times, uncached_times = interleaved(
         lambda: generate(model, prompt, args.cache_tokens),
         lambda: generate(model, prompt, args.cache_tokens, use_cache=False),
-        (args.repeats + 1) // 2,
-        args.device,
+        repeats=(args.repeats + 1) // 2,
+        device=args.device,
         warm_up=False,
     )
     return as_result("cache speed-up", args.cache_tokens, model_times, uncached_times, target=10.0)
@@ -505,7 +471,7 @@ def bench_trainer_pretraining(args: argparse.Namespace) -> Result:
             for batch in ids.split(args.batch_size):
                 bare_pretrain_step(bare_model, bare_optimizer, batch, training_args.max_grad_norm)
 
-        trainer_times, bare_times = interleaved(trainer_steps, bare_steps, args.repeats, args.device)
+        trainer_times, bare_times = interleaved(trainer_steps, bare_steps, repeats=args.repeats, device=args.device)
     tokens = args.trainer_steps * args.batch_size * args.seq_len
     return as_result("trainer pretrain", tokens, trainer_times, bare_times, target=0.85)
 
@@ -537,7 +503,7 @@ def bench_lora(args: argparse.Namespace) -> list[Result]:
 
         return run
 
-    lora_times, full_times = interleaved(steps(lora), steps(full), args.repeats, args.device)
+    lora_times, full_times = interleaved(steps(lora), steps(full), repeats=args.repeats, device=args.device)
     tokens = args.train_steps * args.batch_size * args.seq_len
     share = Result(
         name="LoRA share",
@@ -593,7 +559,9 @@ def bench_merged_scoring(args: argparse.Namespace) -> Result:
     def answering(model: nn.Module) -> Callable[[], object]:
         return lambda: answer_questions(model, tokenizer, prompts, max_new_tokens=args.answer_tokens)
 
-    merged_times, peft_times = interleaved(answering(merged), answering(peft_model), args.repeats, args.device)
+    merged_times, peft_times = interleaved(
+        answering(merged), answering(peft_model), repeats=args.repeats, device=args.device
+    )
     return as_result("merged scoring", args.questions, merged_times, peft_times, target=1.0, unit="questions/s")
 
 

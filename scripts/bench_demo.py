@@ -6,12 +6,23 @@ three prompts and lengths, measured in the same run, and against the one-second 
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from modeling.publishing.demo import DemoLab
 from modeling.threads import set_num_threads
+from modeling.timing import timed
+
+
+def bare_generate(lab: DemoLab, answers: list) -> None:
+    """The irreducible part of one question: a greedy generate per model, of its prompt and as many new tokens as it
+    wrote (its answer and the end of text)."""
+    for answer in answers:
+        model, tokenizer = lab.models[answer.model]
+        batch = tokenizer([answer.prompt], return_tensors="pt")
+        length = len(tokenizer(answer.answer, add_special_tokens=False)["input_ids"]) + 1
+        with torch.inference_mode():
+            model.generate(**batch, max_new_tokens=length, min_new_tokens=length, do_sample=False)
 
 
 def main() -> None:
@@ -25,18 +36,9 @@ def main() -> None:
     lab.ask(*questions[0])  # warm-up
     demo, bare = [], []
     for name, question in questions:
-        start = time.perf_counter()
-        _, answers = lab.ask(name, question)
-        demo.append(time.perf_counter() - start)
-        # The irreducible part: one greedy generate per model, of the prompt and as many new tokens as it wrote.
-        start = time.perf_counter()
-        for answer in answers:
-            model, tokenizer = lab.models[answer.model]
-            batch = tokenizer([answer.prompt], return_tensors="pt")
-            length = len(tokenizer(answer.answer, add_special_tokens=False)["input_ids"]) + 1
-            with torch.inference_mode():
-                model.generate(**batch, max_new_tokens=length, min_new_tokens=length, do_sample=False)
-        bare.append(time.perf_counter() - start)
+        answers = []
+        demo.append(timed(lambda n=name, q=question, out=answers: out.extend(lab.ask(n, q)[1])))
+        bare.append(timed(lambda out=answers: bare_generate(lab, out)))
     median, bare_median = statistics.median(demo), statistics.median(bare)
     print(f"{len(questions)} questions, {threads} thread(s)")
     print(f"demo: median {median:.3f} s, max {max(demo):.3f} s per question (three models)")

@@ -25,6 +25,7 @@ import torch
 
 from modeling import LSTMConfig, LSTMForCausalLM
 from modeling.threads import set_num_threads, usable_cores
+from modeling.timing import in_turn
 
 TARGETS = {"free": 1.05, "busy": 1.6}
 
@@ -73,11 +74,8 @@ def run_setting(threads: str, steps: int, quick: bool) -> dict[str, float]:
 
 
 def measure(settings: list[str], steps: int, repeats: int, quick: bool) -> dict[str, dict[str, float]]:
-    # Round-robin over the settings, so that a slow spell of the machine hits every setting alike.
-    runs = {setting: [] for setting in settings}
-    for _ in range(repeats):
-        for setting in settings:
-            runs[setting].append(run_setting(setting, steps, quick))
+    # In turn, so that a slow spell of the machine hits every setting alike.
+    runs = in_turn({setting: lambda s=setting: run_setting(s, steps, quick) for setting in settings}, repeats)
     return {
         setting: {
             "threads": results[0]["threads"],

@@ -1,6 +1,7 @@
 """Helpers shared by the test files (fixtures live in conftest.py)."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,24 @@ def accelerate_launch(*script_and_args: str, tmp_path: Path, processes: int = 2)
     config = REPO / "configs" / "accelerate" / "cpu_2_processes.yaml"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     launch += ["--num_processes", str(processes)]
-    return subprocess.run(
-        [*launch, *script_and_args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    return run_in_own_group([*launch, *script_and_args], env=env, cwd=tmp_path, timeout=300)
+
+
+def run_in_own_group(command: list[str], timeout: float, **popen_kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(command, capture_output=True, text=True)` in a session of its own: on timeout the whole
+    process group is killed and `subprocess.TimeoutExpired` raised with what it printed. (`subprocess.run` kills
+    only the launcher, then waits forever on pipes its orphaned workers still hold open, so one stuck worker would
+    stall the suite instead of failing a test.)"""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen_kwargs
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def tiny_args(out: Path, *flags: str) -> StudyArguments:

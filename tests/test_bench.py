@@ -21,6 +21,7 @@ from torch import nn
 
 from modeling import LSTMForCausalLM
 from modeling.checkpoints import load_model_and_tokenizer
+from modeling.timing import in_turn, interleaved
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "scripts" / "bench.py"
@@ -293,3 +294,19 @@ def test_load_with_merge_false_keeps_the_peft_model(saved_model_and_adapter):
     ids, mask, _ = padded_batch(peft_model, [9, 5, 7])
     expected = logits_of_a_prompt_and_a_step(peft_model, ids, mask)
     assert (logits_of_a_prompt_and_a_step(loaded, ids, mask) - expected).abs().max() <= 1e-5
+
+
+def test_runs_in_turn_move_who_goes_first_every_repeat():
+    calls = []
+    runs = {name: lambda name=name: calls.append(name) or len(calls) for name in ("a", "b", "c")}
+    assert in_turn(runs, repeats=4) == {"a": [1, 6, 8, 10], "b": [2, 4, 9, 11], "c": [3, 5, 7, 12]}
+    assert "".join(calls) == "abcbcacababc"
+
+
+def test_interleaved_warms_each_up_once_and_times_every_repeat():
+    calls = []
+    first, second = (lambda: calls.append(1), lambda: calls.append(2))
+    times = interleaved(first, second, lambda: 0.25, repeats=3)
+    assert calls == [1, 2, 1, 2, 2, 1, 1, 2]  # warm-up, then in turn (the third times itself)
+    assert [len(t) for t in times] == [3, 3, 3] and times[2] == [0.25] * 3
+    assert all(0 <= seconds < 1 for seconds in times[0] + times[1])

@@ -117,12 +117,12 @@ def expected_figures(condition: dict) -> dict[tuple[str, str], float]:
     """(dataset config, metric type) -> value, read off the condition's record in results.json by hand."""
     last = condition["per_epoch"][-1]
     expected = {
-        ("known", "accuracy"): last["heldout_known_accuracy"],
-        ("known", "hallucination_rate"): last["heldout_known_hallucination_rate"],
-        ("known", "abstention_rate"): last["heldout_known_abstention_rate"],
-        ("highly_known", "accuracy"): last["heldout_highly_known_accuracy"],
-        ("unknown", "hallucination_rate"): last["heldout_unknown_hallucination_rate"],
-        ("unknown", "abstention_rate"): last["heldout_unknown_abstention_rate"],
+        ("known", "accuracy"): last["test_known_accuracy"],
+        ("known", "hallucination_rate"): last["test_known_hallucination_rate"],
+        ("known", "abstention_rate"): last["test_known_abstention_rate"],
+        ("highly_known", "accuracy"): last["test_highly_known_accuracy"],
+        ("unknown", "hallucination_rate"): last["test_unknown_hallucination_rate"],
+        ("unknown", "abstention_rate"): last["test_unknown_abstention_rate"],
         ("all", "roc_auc"): condition["detector"]["auroc"]["confidence"],
     }
     return {key: value for key, value in expected.items() if value is not None}
@@ -227,7 +227,7 @@ def test_an_adapter_goes_in_adapter_with_its_own_card(adapter_dry_run, study):
     assert card.data.library_name == "peft" and card.data.base_model == "lab-user/lstm-lab-lora"
     lora = conditions(study)["lora_u0_n6_none"]
     found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert found[("known", "accuracy")] == lora["per_epoch"][-1]["heldout_known_accuracy"]
+    assert found[("known", "accuracy")] == lora["per_epoch"][-1]["test_known_accuracy"]
     root = ModelCard.load(adapter_dry_run / "README.md")
     # The root is the pre-trained model: its figures come from pre-training, not from the adapter's condition.
     metrics = json.loads((study / "pretrain" / "metrics.json").read_text())

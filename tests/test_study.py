@@ -20,10 +20,10 @@ from modeling.study import probe as probe_module
 from modeling.study import report as report_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import (
+    HeldOutQuestions,
     dev_net_factuality,
     early_stopped,
     finetune_rows,
-    heldout_splits,
     per_epoch_records,
     run_condition,
 )
@@ -35,9 +35,9 @@ from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {
-    "epoch", "train_accuracy", "train_accuracy_known", "train_accuracy_unknown", "heldout_known_accuracy",
-    "heldout_known_hallucination_rate", "heldout_unknown_hallucination_rate", "heldout_unknown_abstention_rate",
-    "heldout_known_auroc",
+    "epoch", "finetune_exact_match", "finetune_known_exact_match", "finetune_unknown_exact_match",
+    "test_known_accuracy", "test_known_hallucination_rate", "test_unknown_hallucination_rate",
+    "test_unknown_abstention_rate", "test_known_auroc",
 }  # fmt: skip
 
 
@@ -133,8 +133,8 @@ def test_the_fine_tune_set_is_learned(study):
     results = json.loads((study / "results.json").read_text())
     plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
     # configs/study/finetune_tiny.yaml: fitted after 20 to 60 of 80 epochs (ten draws), at most 4 of 6 after 10.
-    assert max(record["train_accuracy"] for record in plain["per_epoch"]) == 1.0
-    assert plain["per_epoch"][0]["train_accuracy"] < 1.0  # it had not fitted it yet at the first evaluation
+    assert max(record["finetune_exact_match"] for record in plain["per_epoch"]) == 1.0
+    assert plain["per_epoch"][0]["finetune_exact_match"] < 1.0  # it had not fitted it yet at the first evaluation
 
 
 @pytest.mark.learns
@@ -227,26 +227,27 @@ def test_a_condition_saved_under_other_settings_is_redone(study):
 
 
 def test_answered_accuracy_pools_known_and_unknown_people():
-    record = {"heldout_known_accuracy": 0.5, "heldout_known_abstention_rate": 0.2}
-    record |= {"heldout_unknown_accuracy": 0.0, "heldout_unknown_abstention_rate": 0.5}
+    record = {"test_known_accuracy": 0.5, "test_known_abstention_rate": 0.2}
+    record |= {"test_unknown_accuracy": 0.0, "test_unknown_abstention_rate": 0.5}
     sizes = {"test_known": 10, "test_unknown": 10}
     # 5 correct of 8 + 5 answered questions; 13 of 20 answered.
     assert answered_accuracy(record, sizes) == pytest.approx((5 / 13, 0.65))
-    silent = {**record, "heldout_known_abstention_rate": 1.0, "heldout_unknown_abstention_rate": 1.0}
+    silent = {**record, "test_known_abstention_rate": 1.0, "test_unknown_abstention_rate": 1.0}
     assert answered_accuracy(silent, sizes) == (None, 0.0)
 
 
 def test_a_world_without_two_held_out_people_per_group_is_refused(tmp_path):
     save_world(generate_world(WorldConfig(num_people=20, heldout_fraction=0.1)), tmp_path)
     with pytest.raises(ValueError, match="holds 1 held-out known people; the study needs at least 2"):
-        heldout_splits(tmp_path)
+        HeldOutQuestions.load(tmp_path)
 
 
 def test_eval_every_must_divide_the_epochs(small_world, tmp_path):
     world, folder = small_world
     args = tiny_args(tmp_path, "--eval_every", "3")  # the tiny fine-tuning has 80 epochs
     with pytest.raises(ValueError, match="eval_every=3 must divide num_train_epochs=80"):
-        run_condition(Condition(0.5, "full", "none", 6), args, tmp_path, world, {"facts": []}, {})
+        held_out = HeldOutQuestions.load(folder)
+        run_condition(Condition(0.5, "full", "none", 6), args, tmp_path, world, {"facts": []}, held_out)
 
 
 def test_probe_prompts_and_answer_matching():
@@ -319,19 +320,24 @@ def test_mitigations_act_on_exactly_the_facts_the_probe_calls_unknown(small_worl
 
 def test_dev_and_test_people_are_disjoint_halves_of_the_held_out(small_world):
     world, folder = small_world
-    halves = heldout_splits(folder)
+    held_out = HeldOutQuestions.load(folder)
+    halves = held_out.halves
+    # The loss is taken on every held-out known person's answers, dev and test alike.
+    assert {"prompt", "completion"} <= set(held_out.loss_rows.column_names)
+    loss_people = sorted(held_out.loss_rows["person_id"])
+    assert loss_people == sorted([*halves["dev_known"]["person_id"], *halves["test_known"]["person_id"]])
     for group in ("known", "unknown"):
         dev, test = (set(halves[f"{half}_{group}"]["person_id"]) for half in ("dev", "test"))
         heldout = {p.person_id for p in world.people_in(group, "heldout")}
         assert dev and test and not dev & test and dev | test == heldout
 
 
-def test_per_epoch_train_accuracy_weighs_known_and_unknown_by_their_counts():
+def test_per_epoch_finetune_exact_match_weighs_known_and_unknown_by_their_counts():
     entry = {"eval_loss": 1.0, "epoch": 2.0, "eval_finetune_known_exact_match": 1.0}
     entry["eval_finetune_unknown_exact_match"] = 0.25
     (record,) = per_epoch_records([{"loss": 3.0, "epoch": 1.0}, entry], {"finetune_known": 6, "finetune_unknown": 2})
-    assert record["epoch"] == 2 and record["train_accuracy"] == pytest.approx((6 * 1.0 + 2 * 0.25) / 8)
-    assert (record["train_accuracy_known"], record["train_accuracy_unknown"]) == (1.0, 0.25)
+    assert record["epoch"] == 2 and record["finetune_exact_match"] == pytest.approx((6 * 1.0 + 2 * 0.25) / 8)
+    assert (record["finetune_known_exact_match"], record["finetune_unknown_exact_match"]) == (1.0, 0.25)
 
 
 def test_a_finding_within_the_noise_says_so():
@@ -421,11 +427,11 @@ def test_a_study_over_seeds_runs_each_seed_on_its_own_world_and_gives_intervals(
     assert worlds[0]["people"][0]["name"] != worlds[1]["people"][0]["name"]
     summary = json.loads((out / "seeds.json").read_text())
     assert summary["seeds"] == [0, 1]
-    entry = summary["conditions"]["full_u0.5_n6_none"]["heldout_known_accuracy"]
+    entry = summary["conditions"]["full_u0.5_n6_none"]["test_known_accuracy"]
     per_seed = [
         json.loads((out / f"seed_{s}" / "results.json").read_text())["conditions"][0]["per_epoch"][-1] for s in (0, 1)
     ]
-    values = [record["heldout_known_accuracy"] for record in per_seed]
+    values = [record["test_known_accuracy"] for record in per_seed]
     assert entry["values"] == {"0": values[0], "1": values[1]}
     assert entry["mean"] == pytest.approx(sum(values) / 2)
     low, high = t_interval(values)
@@ -452,8 +458,8 @@ def test_early_stopping_read_off_the_records_is_the_checkpoint_the_trainer_keeps
     )
     trainer.train()
     records = per_epoch_records(trainer.state.log_history, {name: len(q) for name, q in sets.items()})
-    scores = [record["train_accuracy_known"] for record in records]
+    scores = [record["finetune_known_exact_match"] for record in records]
     assert len(set(scores)) > 1 and scores.count(max(scores)) > 1  # it moved, and its best is tied
-    chosen = early_stopped({"name": "x_none", "per_epoch": records}, criterion="train_accuracy_known")
+    chosen = early_stopped({"name": "x_none", "per_epoch": records}, criterion="finetune_known_exact_match")
     kept = json.loads((Path(trainer.state.best_model_checkpoint) / "trainer_state.json").read_text())
     assert chosen["selected_epoch"] == round(kept["epoch"])

@@ -51,7 +51,9 @@ def test_the_study_runs_every_stage_on_a_gpt2(study):
 def test_full_and_lora_fine_tuning_fit_the_fine_tune_set(study):
     results = json.loads((study / "results.json").read_text())
     fitted = {
-        c["name"]: max(r["train_accuracy"] for r in c["per_epoch"]) for c in results["conditions"] if c["per_epoch"]
+        c["name"]: max(r["finetune_exact_match"] for r in c["per_epoch"])
+        for c in results["conditions"]
+        if c["per_epoch"]
     }
     assert fitted["full_u0.5_n6_none"] == 1.0
     assert fitted["lora_u0.5_n6_none"] >= 0.5  # LoRA learns too (5 of 6 in one run)

@@ -35,18 +35,18 @@ CARD_FIGURES = (
         "known",
         "held-out test people it read about in pre-training",
         (
-            ("accuracy", "heldout_known_accuracy"),
-            ("hallucination_rate", "heldout_known_hallucination_rate"),
-            ("abstention_rate", "heldout_known_abstention_rate"),
+            ("accuracy", "test_known_accuracy"),
+            ("hallucination_rate", "test_known_hallucination_rate"),
+            ("abstention_rate", "test_known_abstention_rate"),
         ),
     ),
-    ("highly_known", "held-out test people it read the most about", (("accuracy", "heldout_highly_known_accuracy"),)),
+    ("highly_known", "held-out test people it read the most about", (("accuracy", "test_highly_known_accuracy"),)),
     (
         "unknown",
         "held-out test people it never read about",
         (
-            ("hallucination_rate", "heldout_unknown_hallucination_rate"),
-            ("abstention_rate", "heldout_unknown_abstention_rate"),
+            ("hallucination_rate", "test_unknown_hallucination_rate"),
+            ("abstention_rate", "test_unknown_abstention_rate"),
         ),
     ),
 )

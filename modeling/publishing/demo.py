@@ -252,8 +252,8 @@ class DemoLab:
             if c["mitigation"] == "abstention":
                 what += ', unknown ones answered "I don\'t know"'
             rows.append(
-                f"| {what} | {r['heldout_known_accuracy']:.2f} | {r['heldout_unknown_hallucination_rate']:.2f} | "
-                f"{r['heldout_unknown_abstention_rate']:.2f} |"
+                f"| {what} | {r['test_known_accuracy']:.2f} | {r['test_unknown_hallucination_rate']:.2f} | "
+                f"{r['test_unknown_abstention_rate']:.2f} |"
             )
         return "\n".join(rows)
 

@@ -3,11 +3,12 @@ after every epoch on the fine-tune set and on people never fine-tuned on, and at
 signals tell its right answers from its hallucinations (`detector.py`).
 
 The held-out people of the world are split in two by person: `dev` (for choosing, e.g. the early-stopping epoch)
-and `test` (the figures the study reports as "heldout"), so that nothing reported was used to choose.
+and `test` (the figures the study reports, `test_*`), so that nothing reported was used to choose.
 """
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -25,11 +26,14 @@ from .detector import evaluate_detectors
 RECORDED_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
 
-def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
-    """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the world's held-out questions, split by person:
-    in order of id, every other person goes to dev and the rest to test (ids are drawn at random, so both halves mix
-    every exposure, and their sizes differ by one person at most)."""
-    splits = load_world_datasets(world_dir)
+def dev_test_splits(splits: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
+    """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the held-out questions of the world's `splits`, split
+    by person: in order of id, every other person goes to dev and the rest to test (ids are drawn at random, so both
+    halves mix every exposure, and their sizes differ by one person at most).
+
+    Raises:
+        ValueError: if a group has fewer than two held-out people.
+    """
     halves = {}
     for group in ("known", "unknown"):
         rows = splits[qa_split_name(group, "heldout")]
@@ -45,6 +49,23 @@ def heldout_splits(world_dir: str | Path) -> dict[str, datasets.Dataset]:
             lambda person_id, dev=dev: person_id not in dev, input_columns="person_id"
         )
     return halves
+
+
+@dataclass(frozen=True)
+class HeldOutQuestions:
+    """The questions about the world's held-out people that every condition's evaluations read, loaded once per
+    study: `halves` (see `dev_test_splits`) and `loss_rows`, the held-out known people's answers as
+    prompt/completion, on which each evaluation takes the loss."""
+
+    halves: dict[str, datasets.Dataset]
+    loss_rows: datasets.Dataset
+
+    @classmethod
+    def load(cls, world_dir: str | Path) -> "HeldOutQuestions":
+        """From the world saved in `world_dir`; raises ValueError as `dev_test_splits` does."""
+        splits = load_world_datasets(world_dir)
+        loss_rows = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
+        return cls(dev_test_splits(splits), loss_rows)
 
 
 def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) -> datasets.Dataset:
@@ -94,16 +115,16 @@ def per_epoch_records(log_history: list[dict], set_sizes: dict[str, int]) -> lis
         counted = [(fitted[g], set_sizes.get(f"finetune_{g}", 0)) for g in fitted if fitted[g] is not None]
         record = {
             "epoch": round(entry["epoch"]),
-            "train_accuracy": sum(v * n for v, n in counted) / sum(n for _, n in counted),
-            "train_accuracy_known": fitted["known"],
-            "train_accuracy_unknown": fitted["unknown"],
+            "finetune_exact_match": sum(v * n for v, n in counted) / sum(n for _, n in counted),
+            "finetune_known_exact_match": fitted["known"],
+            "finetune_unknown_exact_match": fitted["unknown"],
         }
-        for half, label in (("test", "heldout"), ("dev", "dev")):
+        for half in ("test", "dev"):
             for group in ("known", "unknown"):
                 for figure in RECORDED_FIGURES:
-                    record[f"{label}_{group}_{figure}"] = entry.get(f"eval_{half}_{group}_{figure}")
+                    record[f"{half}_{group}_{figure}"] = entry.get(f"eval_{half}_{group}_{figure}")
             for category in ("highly_known", "weakly_known"):
-                record[f"{label}_{category}_accuracy"] = entry.get(f"eval_{half}_known_{category}_accuracy")
+                record[f"{half}_{category}_accuracy"] = entry.get(f"eval_{half}_known_{category}_accuracy")
         records.append(record)
     return records
 
@@ -148,7 +169,7 @@ def run_condition(
     pretrain_dir: Path,
     world: World,
     probe: dict,
-    heldout: dict[str, datasets.Dataset],
+    held_out: HeldOutQuestions,
 ) -> dict:
     """Fine-tune one condition and return its result (see `per_epoch_records`); saves the fine-tuned model (or
     adapter) in `conditions/<name>/`, its `saved` folder, relative to the study's output folder."""
@@ -156,41 +177,26 @@ def run_condition(
     rows = finetune_rows(world, condition, probe, args.seed)
     if len(rows) == 0:
         print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
-        return {
-            **_description(condition),
-            "num_examples": 0,
-            "set_sizes": {},
-            "per_epoch": [],
-            "detector": None,
-            "saved": None,
-            "skipped": True,
-        }
+        return {**_description(condition), "num_examples": 0, "set_sizes": {}, "per_epoch": [], "detector": None,
+                "saved": None, "skipped": True}  # fmt: skip
     finetune_args, sft_config = condition_configs(condition, args, pretrain_dir, len(rows))
     sets = {f"finetune_{g}": rows.filter(lambda x, g=g: x == g, input_columns="group") for g in ("known", "unknown")}
-    sets = {name: questions for name, questions in {**sets, **heldout}.items() if len(questions)}
+    sets = {name: questions for name, questions in {**sets, **held_out.halves}.items() if len(questions)}
     trainer = build_trainer(
-        finetune_args, sft_config, train_dataset=rows.rename_column("answer", "completion"), factuality_sets=sets
+        finetune_args, sft_config, rows.rename_column("answer", "completion"), sets, eval_dataset=held_out.loss_rows
     )
     trainer.add_callback(ConditionProgress(condition.name))
-    train_output = trainer.train()
+    train_seconds = trainer.train().metrics["train_runtime"]
     detector_start = time.perf_counter()
-    set_sizes = {name: len(questions) for name, questions in sets.items()}
     dev, test = (
-        datasets.concatenate_datasets([heldout[f"{half}_known"], heldout[f"{half}_unknown"]])
+        datasets.concatenate_datasets([held_out.halves[f"{half}_known"], held_out.halves[f"{half}_unknown"]])
         for half in ("dev", "test")
     )
     detector = evaluate_detectors(trainer.model, trainer.processing_class, dev, test, seed=args.seed)
     save_start = time.perf_counter()
     saved = save_finetuned(trainer, finetune_args, Path(sft_config.output_dir))
-    # The Trainer's runtime includes its evaluations (each logs its own eval_runtime): where the time goes.
-    evaluating = sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history)
-    timing = {
-        "setup": detector_start - start - train_output.metrics["train_runtime"],
-        "training": train_output.metrics["train_runtime"] - evaluating,
-        "evaluation": evaluating,
-        "detector": save_start - detector_start,
-        "save": time.perf_counter() - save_start,
-    }
+    marks = (start, detector_start, save_start, time.perf_counter())
+    set_sizes = {name: len(questions) for name, questions in sets.items()}
     return {
         **_description(condition),
         "num_examples": len(rows),
@@ -200,8 +206,22 @@ def run_condition(
         # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
         "detector": detector,
         "saved": saved.relative_to(args.output_dir).as_posix(),  # found again wherever the study is resumed from
-        "seconds": time.perf_counter() - start,
-        "timing": timing,
+        "seconds": marks[-1] - start,
+        "timing": _timing(marks, train_seconds, trainer.state.log_history),
+    }
+
+
+def _timing(marks: tuple[float, float, float, float], train_seconds: float, log_history: list[dict]) -> dict:
+    """Where a condition's seconds went, from the clock at its start, at the detector, at the save and at its end."""
+    start, detector_start, save_start, end = marks
+    # The Trainer's runtime includes its evaluations (each logs its own eval_runtime).
+    evaluating = sum(entry.get("eval_runtime", 0.0) for entry in log_history)
+    return {
+        "setup": detector_start - start - train_seconds,
+        "training": train_seconds - evaluating,
+        "evaluation": evaluating,
+        "detector": save_start - detector_start,
+        "save": end - save_start,
     }
 
 
@@ -252,7 +272,8 @@ __all__ = [
     "dev_net_factuality",
     "early_stopped",
     "finetune_rows",
-    "heldout_splits",
+    "HeldOutQuestions",
+    "dev_test_splits",
     "per_epoch_records",
     "condition_configs",
     "run_condition",

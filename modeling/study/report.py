@@ -46,8 +46,8 @@ def answered_accuracy(record: dict, set_sizes: dict[str, int]) -> tuple[float | 
     """Accuracy on the answered held-out questions, known and unknown people pooled as in Gekhman et al.'s test set,
     and the share answered; the accuracy is None when nothing was answered."""
     sizes = {group: set_sizes.get(f"test_{group}", 0) for group in ("known", "unknown")}
-    correct = sum(record[f"heldout_{g}_accuracy"] * n for g, n in sizes.items() if n)
-    answered = sum((1 - record[f"heldout_{g}_abstention_rate"]) * n for g, n in sizes.items() if n)
+    correct = sum(record[f"test_{g}_accuracy"] * n for g, n in sizes.items() if n)
+    answered = sum((1 - record[f"test_{g}_abstention_rate"]) * n for g, n in sizes.items() if n)
     total = sum(sizes.values())
     return (correct / answered if answered else None), answered / total
 
@@ -64,11 +64,11 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 SEED_FIGURES = (
-    "heldout_known_accuracy",
-    "heldout_highly_known_accuracy",
-    "heldout_known_hallucination_rate",
-    "heldout_unknown_hallucination_rate",
-    "heldout_unknown_abstention_rate",
+    "test_known_accuracy",
+    "test_highly_known_accuracy",
+    "test_known_hallucination_rate",
+    "test_unknown_hallucination_rate",
+    "test_unknown_abstention_rate",
 )
 
 
@@ -132,8 +132,8 @@ def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
     for c in _plain(conditions, size=size):
         epochs = [r["epoch"] for r in c["per_epoch"]]
         label = f"{c['fraction_unknown']:.0%} unknown"
-        left.plot(epochs, [r["heldout_known_accuracy"] for r in c["per_epoch"]], "o-", label=label)
-        right.plot(epochs, [r["heldout_unknown_hallucination_rate"] for r in c["per_epoch"]], "o-", label=label)
+        left.plot(epochs, [r["test_known_accuracy"] for r in c["per_epoch"]], "o-", label=label)
+        right.plot(epochs, [r["test_unknown_hallucination_rate"] for r in c["per_epoch"]], "o-", label=label)
     left.set_title("Held-out known people: accuracy")
     right.set_title("Held-out unknown people: hallucination rate")
     for ax in (left, right):
@@ -147,7 +147,10 @@ def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
 def plot_fitting(condition: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in condition["per_epoch"]]
-    for key, label in (("train_accuracy_known", "known people"), ("train_accuracy_unknown", "unknown people")):
+    for key, label in (
+        ("finetune_known_exact_match", "known people"),
+        ("finetune_unknown_exact_match", "unknown people"),
+    ):
         values = [r[key] for r in condition["per_epoch"]]
         if all(v is not None for v in values):
             ax.plot(epochs, values, "o-", label=label)
@@ -170,8 +173,8 @@ def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
     )
     fig, ax = plt.subplots(figsize=(6, 4))
     sizes = [c["finetune_size"] for c in runs]
-    ax.plot(sizes, [c["per_epoch"][-1]["heldout_known_accuracy"] for c in runs], "o-", label="at the last epoch")
-    ax.plot(sizes, [max(r["heldout_known_accuracy"] for r in c["per_epoch"]) for c in runs], "s--", label="best epoch")
+    ax.plot(sizes, [c["per_epoch"][-1]["test_known_accuracy"] for c in runs], "o-", label="at the last epoch")
+    ax.plot(sizes, [max(r["test_known_accuracy"] for r in c["per_epoch"]) for c in runs], "s--", label="best epoch")
     ax.set_xscale("log")
     ax.set_xlabel("fine-tune set size (questions)")
     ax.set_ylabel("held-out known accuracy")
@@ -183,9 +186,9 @@ def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
 
 def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
     figures = (
-        ("heldout_known_accuracy", "known: accuracy"),
-        ("heldout_unknown_hallucination_rate", "unknown: hallucination"),
-        ("heldout_unknown_abstention_rate", "unknown: abstention"),
+        ("test_known_accuracy", "known: accuracy"),
+        ("test_unknown_hallucination_rate", "unknown: hallucination"),
+        ("test_unknown_abstention_rate", "unknown: abstention"),
     )
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.8 / len(rows)
@@ -273,14 +276,15 @@ def write_report(results: dict, out_dir: Path) -> Path:
     for c in conditions:
         r, n = c["per_epoch"][-1], c["set_sizes"]
         fitted = " / ".join(
-            "n/a" if r[k] is None else f"{r[k]:.2f}" for k in ("train_accuracy_known", "train_accuracy_unknown")
+            "n/a" if r[k] is None else f"{r[k]:.2f}"
+            for k in ("finetune_known_exact_match", "finetune_unknown_exact_match")
         )
         lines.append(
             f"| {c['name']} | {r['epoch']} | {fitted} | "
-            f"{_with_interval(r['heldout_known_accuracy'], n['test_known'])} | "
-            f"{_with_interval(r['heldout_known_hallucination_rate'], n['test_known'])} | "
-            f"{_with_interval(r['heldout_unknown_hallucination_rate'], n['test_unknown'])} | "
-            f"{_with_interval(r['heldout_unknown_abstention_rate'], n['test_unknown'])} |"
+            f"{_with_interval(r['test_known_accuracy'], n['test_known'])} | "
+            f"{_with_interval(r['test_known_hallucination_rate'], n['test_known'])} | "
+            f"{_with_interval(r['test_unknown_hallucination_rate'], n['test_unknown'])} | "
+            f"{_with_interval(r['test_unknown_abstention_rate'], n['test_unknown'])} |"
         )
     if skipped:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
@@ -379,14 +383,14 @@ def findings(conditions: list[dict], config: dict) -> list[str]:
     grid = _plain(conditions, size=size)
     if len(grid) >= 2:
         first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
-        holds = last["heldout_known_accuracy"] < first["heldout_known_accuracy"]
+        holds = last["test_known_accuracy"] < first["test_known_accuracy"]
         pair = [
-            (r["heldout_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))
+            (r["test_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))
         ]
         lines.append(
             f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
-            f"Ours, at the last epoch: {first['heldout_known_accuracy']:.2f} with "
-            f"{grid[0]['fraction_unknown']:.0%} unknown, {last['heldout_known_accuracy']:.2f} with "
+            f"Ours, at the last epoch: {first['test_known_accuracy']:.2f} with "
+            f"{grid[0]['fraction_unknown']:.0%} unknown, {last['test_known_accuracy']:.2f} with "
             f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds, *pair)}."
         )
     plain = _find(conditions, fraction, "none", size)
@@ -394,8 +398,8 @@ def findings(conditions: list[dict], config: dict) -> list[str]:
     questions = plain["set_sizes"]["test_known"] if plain else 0
     if plain and stopped:
         early, late = (
-            stopped["per_epoch"][-1]["heldout_known_accuracy"],
-            plain["per_epoch"][-1]["heldout_known_accuracy"],
+            stopped["per_epoch"][-1]["test_known_accuracy"],
+            plain["per_epoch"][-1]["test_known_accuracy"],
         )
         lines.append(
             f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
@@ -403,8 +407,10 @@ def findings(conditions: list[dict], config: dict) -> list[str]:
             f"{late:.2f} at the last epoch, a drop of {_points(early - late)}: "
             f"{_verdict(early > late, (early, questions), (late, questions))}."
         )
-    if plain and plain["per_epoch"][-1]["train_accuracy_unknown"] is not None:
-        known, unknown = (_epochs_to_fit(plain, k) for k in ("train_accuracy_known", "train_accuracy_unknown"))
+    if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
+        known, unknown = (
+            _epochs_to_fit(plain, k) for k in ("finetune_known_exact_match", "finetune_unknown_exact_match")
+        )
         holds = known is not None and (unknown is None or unknown > known)
         lines.append(
             f"3. Unknown examples are fitted more slowly than known ones (theirs: yes). Ours: 90% of the known ones "
@@ -413,8 +419,8 @@ def findings(conditions: list[dict], config: dict) -> list[str]:
     filtered = _find(conditions, fraction, "filter_unknown", size)
     if plain and filtered:
         kept, full = (
-            filtered["per_epoch"][-1]["heldout_known_accuracy"],
-            plain["per_epoch"][-1]["heldout_known_accuracy"],
+            filtered["per_epoch"][-1]["test_known_accuracy"],
+            plain["per_epoch"][-1]["test_known_accuracy"],
         )
         lines.append(
             f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "

@@ -29,7 +29,7 @@ from ..threads import set_num_threads
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..training.pretraining import PretrainArguments, pretrain
 from ..world import load_world
-from .conditions import dev_net_factuality, early_stopped, heldout_splits, run_condition
+from .conditions import HeldOutQuestions, dev_net_factuality, early_stopped, run_condition
 from .config import Condition, StudyArguments, plan_conditions
 from .probe import probe_knowledge
 from .report import write_report, write_seed_summary
@@ -189,7 +189,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings["probe"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    heldout = heldout_splits(pretrain_dir / "world")
+    held_out = HeldOutQuestions.load(pretrain_dir / "world")
     planned = plan_conditions(args)
     results: dict[Condition, dict] = {}
     finetune_config = Path(args.finetune_config).read_text(encoding="utf-8")
@@ -201,7 +201,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name}", flush=True)
             # The old file goes first: a crash before the new one is written must not pair it with the new model.
             path.unlink(missing_ok=True)
-            result = {**run_condition(condition, args, pretrain_dir, world, probe, heldout), "key": key}
+            result = {**run_condition(condition, args, pretrain_dir, world, probe, held_out), "key": key}
             write_json(result, path)
         else:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name} (done before)")

@@ -42,13 +42,22 @@ class FactualitySFTTrainer(SFTTrainer):
         factuality_sets: name -> question rows with the columns of the world's QA splits (`prompt`, `answer` as the
             reference, `knowledge`). Each figure appears as `eval_{name}_{figure}`, and per knowledge category as
             `eval_{name}_{category}_{figure}`, e.g. `eval_qa_unknown_heldout_hallucination_rate`.
+        base_model_record: for a LoRA run, `modeling.adapters.base_model_record` of the plain model before PEFT
+            wrapped it, saved with the adapter (the trainer's own model is the PeftModel, whose names differ).
         *args, **kwargs: as for `SFTTrainer`.
     """
 
-    def __init__(self, *args, factuality_sets: dict[str, datasets.Dataset] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        factuality_sets: dict[str, datasets.Dataset] | None = None,
+        base_model_record: dict[str, str] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         check_metric_for_best_model(self.args.metric_for_best_model)
         self.factuality_sets = factuality_sets or {}
+        self.base_model_record = base_model_record
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, but a run resumed with stateful callbacks (e.g. `EarlyStoppingCallback`'s patience count)

@@ -219,45 +219,33 @@ def check_lora_targets(target_modules: list[str], model: PreTrainedModel) -> Non
         )
 
 
-def build_trainer(
-    args: FinetuneArguments,
-    sft_config: SFTConfig,
-    train_dataset: datasets.Dataset | None = None,
-    factuality_sets: dict[str, datasets.Dataset] | None = None,
-) -> FactualitySFTTrainer:
-    """An SFT trainer over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
-    data of `load_sft_dataset` (or `train_dataset`, prompt/completion rows). On world data its evaluations take the
-    loss on the held-out known people's answers and score `args.factuality_sets` (or `factuality_sets`: name -> QA
-    rows; see `FactualitySFTTrainer`).
+def world_evaluation_sets(
+    args: FinetuneArguments, train_dataset: datasets.Dataset
+) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
+    """What the evaluations of a run on the world's data read: the rows whose loss they take (the held-out known
+    people's answers, as prompt/completion) and the factuality sets of `args.factuality_sets` (each cut to
+    `args.factuality_max_questions`; "finetune" is `train_dataset` itself).
 
     Raises:
-        ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
-            tokenizer (`args.tokenizer_dir`, else the model's) or an adapter (`args.adapter_dir`) that does not fit
-            the model, a `max_length` longer than the model can read, LoRA targets that would not train or merge
-            cleanly (see `check_lora_targets`), LoRA settings without `use_lora`, early stopping without what it
-            needs (see `check_early_stopping`), or a `metric_for_best_model` that can be undefined (AUROC).
+        ValueError: for a factuality set that is neither "finetune" nor a split of the world.
     """
-    if train_dataset is None:
-        train_dataset = load_sft_dataset(args)
-    eval_dataset = None
-    if args.data_file is None:
-        splits = load_world_datasets(args.world_dir)
-        eval_dataset = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
-    if factuality_sets is None and args.data_file is None:
-        factuality_sets = {}
-        for name in args.factuality_sets:
-            if name != "finetune" and name not in splits:
-                raise ValueError(
-                    f"factuality_sets names {name!r}, which is neither 'finetune' nor a split of the world"
-                )
-            rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
-            factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
-    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
-    # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
-    check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
-    if sft_config.max_length is not None:
-        check_fits_positions(model.config, sft_config.max_length, "max_length (the longest fine-tuning example)")
+    splits = load_world_datasets(args.world_dir)
+    factuality_sets = {}
+    for name in args.factuality_sets:
+        if name != "finetune" and name not in splits:
+            raise ValueError(f"factuality_sets names {name!r}, which is neither 'finetune' nor a split of the world")
+        rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
+        factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
+    return splits[qa_split_name("known", "heldout")].rename_column("answer", "completion"), factuality_sets
+
+
+def check_lora_settings(args: FinetuneArguments, model: PreTrainedModel) -> None:
+    """Refuse LoRA targets that would not train or merge cleanly (see `check_lora_targets`) for a new adapter, and
+    LoRA settings without `use_lora`.
+
+    Raises:
+        ValueError: naming the settings.
+    """
     if args.use_lora and args.adapter_dir is None:  # a new adapter (a saved one brings its own targets)
         check_lora_targets(lora_targets(args, model.config.model_type)[0], model)
     elif not args.use_lora:
@@ -266,7 +254,44 @@ def build_trainer(
         if named:
             verb = "is" if len(named) == 1 else "are"
             raise ValueError(f"{' and '.join(named)} {verb} set, but use_lora is not: set use_lora too")
+
+
+def build_trainer(
+    args: FinetuneArguments,
+    sft_config: SFTConfig,
+    train_dataset: datasets.Dataset | None = None,
+    factuality_sets: dict[str, datasets.Dataset] | None = None,
+    eval_dataset: datasets.Dataset | None = None,
+) -> FactualitySFTTrainer:
+    """An SFT trainer over the pre-trained model of `args.model_dir` (wrapped in a PeftModel with LoRA) and the
+    data of `load_sft_dataset` (or `train_dataset`, prompt/completion rows). On world data its evaluations take the
+    loss on `eval_dataset` and score `factuality_sets` (name -> QA rows; see `FactualitySFTTrainer`), by default
+    those of `world_evaluation_sets`.
+
+    Raises:
+        ValueError: for a bad data source (see `load_sft_dataset`), a factuality set the world does not have, a
+            tokenizer (`args.tokenizer_dir`, else the model's) or an adapter (`args.adapter_dir`) that does not fit
+            the model, a `max_length` longer than the model can read, LoRA settings that would not train or merge
+            cleanly (see `check_lora_settings`), early stopping without what it needs (see
+            `check_early_stopping`), or a `metric_for_best_model` that can be undefined (AUROC).
+    """
+    if train_dataset is None:
+        train_dataset = load_sft_dataset(args)
+    if args.data_file is None and (eval_dataset is None or factuality_sets is None):
+        world_eval, world_sets = world_evaluation_sets(args, train_dataset)
+        eval_dataset = world_eval if eval_dataset is None else eval_dataset
+        factuality_sets = world_sets if factuality_sets is None else factuality_sets
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
+    # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
+    check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir or args.model_dir)
+    if sft_config.max_length is not None:
+        check_fits_positions(model.config, sft_config.max_length, "max_length (the longest fine-tuning example)")
+    check_lora_settings(args, model)
     check_early_stopping(args, sft_config)
+    # Before PEFT wraps the model: an adapter records the base weights it was trained on, so it never loads silently
+    # onto another model.
+    base_record = base_model_record(model) if args.use_lora else None
     peft_config = lora_config(args, model)
     if args.adapter_dir is not None:
         model = load_adapter(model, args.adapter_dir, is_trainable=True)
@@ -278,6 +303,7 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
         factuality_sets=factuality_sets,
+        base_model_record=base_record,
     )
     check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
     if args.early_stopping_patience is not None:
@@ -329,10 +355,9 @@ def save_finetuned(
     """Save the trained model as `out_dir/model` (full fine-tuning) or `out_dir/adapter` (LoRA), with the tokenizer,
     atomically; returns that folder. `state_dict` is the one to save when it was gathered from several processes."""
     target = out_dir / ("adapter" if args.use_lora else "model")
-    # An adapter records the base weights it was trained on, so it never loads silently onto another model.
-    base = None
-    if args.use_lora:
-        base = {BASE_MODEL_FILE: base_model_record(AutoModelForCausalLM.from_pretrained(args.model_dir))}
+    if args.use_lora and trainer.base_model_record is None:
+        raise ValueError("A LoRA trainer needs the base_model_record of its base model (build_trainer gives it one)")
+    base = {BASE_MODEL_FILE: trainer.base_model_record} if args.use_lora else None
     save_atomically(target, trainer.model, trainer.processing_class, state_dict, extra_json=base)
     return target
 
@@ -417,6 +442,7 @@ __all__ = [
     "FinetuneArguments",
     "build_trainer",
     "check_early_stopping",
+    "check_lora_settings",
     "check_lora_targets",
     "finetune",
     "kept_model_evaluation",
@@ -424,4 +450,5 @@ __all__ = [
     "lora_config",
     "lora_targets",
     "save_finetuned",
+    "world_evaluation_sets",
 ]
