@@ -230,11 +230,8 @@ def _epochs_to_fit(condition: dict, key: str, level: float = 0.9) -> int | None:
     return next((r["epoch"] for r in condition["per_epoch"] if (r[key] or 0) >= level), None)
 
 
-def write_report(results: dict, out_dir: Path) -> Path:
-    """Write the plots and `report.md` for `results` (the content of results.json) into `out_dir`."""
-    config = results["config"]
-    skipped = [c["name"] for c in results["conditions"] if c.get("skipped")]
-    conditions = [c for c in results["conditions"] if not c.get("skipped")]
+def write_plots(conditions: list[dict], config: dict, out_dir: Path) -> None:
+    """The report's plots of the trained `conditions` into `out_dir`: each only when its conditions were run."""
     size, fraction = config["finetune_size"], config["mitigation_fraction"]
     plot_headline(conditions, size, out_dir / "headline.png")
     plain = _find(conditions, fraction, "none", size)
@@ -251,24 +248,20 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if plain and plain.get("detector"):
         plot_risk_coverage(plain, out_dir / "risk_coverage.png")
 
-    lines = ["# Fine-tuning hallucination study", ""]
-    lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
-    lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results))]
-    if results.get("reused"):
-        lines += [f"(This run reused {', '.join(results['reused'])} from an earlier one: their time is not counted.)"]
-    lines += [""]
-    lines += ["## What pre-training taught (probe, per designed category)", ""]
-    lines += ["| designed | highly known | maybe known | weakly known | unknown |", "|---|---|---|---|---|"]
-    for designed, counts in results["probe"]["agreement"].items():
+
+def _probe_table(agreement: dict[str, dict[str, int]]) -> list[str]:
+    lines = ["| designed | highly known | maybe known | weakly known | unknown |", "|---|---|---|---|---|"]
+    for designed, counts in agreement.items():
         total = sum(counts.values()) or 1
         lines.append(f"| {designed} | " + " | ".join(f"{counts[c] / total:.2f}" for c in counts) + " |")
-    lines += ["", "## Every condition at its last epoch (95% Wilson intervals over held-out test questions)", ""]
-    lines += [
+    return lines
+
+
+def _conditions_table(conditions: list[dict]) -> list[str]:
+    lines = [
         "The intervals count each question as an independent trial; the six questions about one person are not, "
         "so the true uncertainty is somewhat wider.",
         "",
-    ]
-    lines += [
         "| condition | epochs | fitted known / unknown | held-out known accuracy | held-out known hallucination | "
         "held-out unknown hallucination | held-out unknown abstention |",
         "|---|---|---|---|---|---|---|",
@@ -286,6 +279,25 @@ def write_report(results: dict, out_dir: Path) -> Path:
             f"{_with_interval(r['test_unknown_hallucination_rate'], n['test_unknown'])} | "
             f"{_with_interval(r['test_unknown_abstention_rate'], n['test_unknown'])} |"
         )
+    return lines
+
+
+def write_report(results: dict, out_dir: Path) -> Path:
+    """Write the plots and `report.md` for `results` (the content of results.json) into `out_dir`."""
+    config = results["config"]
+    skipped = [c["name"] for c in results["conditions"] if c.get("skipped")]
+    conditions = [c for c in results["conditions"] if not c.get("skipped")]
+    write_plots(conditions, config, out_dir)
+    plain = _find(conditions, config["mitigation_fraction"], "none", config["finetune_size"])
+    lines = ["# Fine-tuning hallucination study", ""]
+    lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
+    lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results))]
+    if results.get("reused"):
+        lines += [f"(This run reused {', '.join(results['reused'])} from an earlier one: their time is not counted.)"]
+    lines += ["", "## What pre-training taught (probe, per designed category)", ""]
+    lines += _probe_table(results["probe"]["agreement"])
+    lines += ["", "## Every condition at its last epoch (95% Wilson intervals over held-out test questions)", ""]
+    lines += _conditions_table(conditions)
     if skipped:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
     lines += ["", "## The model's own signals as a hallucination detector (test people, last epoch)", ""]
@@ -375,70 +387,87 @@ def _points(difference: float) -> str:
     return f"{points} point" + ("" if abs(points) == 1 else "s")
 
 
+def _finding_unknown_share(grid: list[dict]) -> str:
+    first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
+    holds = last["test_known_accuracy"] < first["test_known_accuracy"]
+    pair = [(r["test_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))]
+    return (
+        f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
+        f"Ours, at the last epoch: {first['test_known_accuracy']:.2f} with "
+        f"{grid[0]['fraction_unknown']:.0%} unknown, {last['test_known_accuracy']:.2f} with "
+        f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds, *pair)}."
+    )
+
+
+def _finding_late_harm(plain: dict, stopped: dict) -> str:
+    questions = plain["set_sizes"]["test_known"]
+    early, late = (c["per_epoch"][-1]["test_known_accuracy"] for c in (stopped, plain))
+    return (
+        f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
+        f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
+        f"{late:.2f} at the last epoch, a drop of {_points(early - late)}: "
+        f"{_verdict(early > late, (early, questions), (late, questions))}."
+    )
+
+
+def _finding_slow_fitting(plain: dict) -> str:
+    known, unknown = (_epochs_to_fit(plain, k) for k in ("finetune_known_exact_match", "finetune_unknown_exact_match"))
+    holds = known is not None and (unknown is None or unknown > known)
+    return (
+        f"3. Unknown examples are fitted more slowly than known ones (theirs: yes). Ours: 90% of the known ones "
+        f"fitted by epoch {known}, of the unknown ones by epoch {unknown}: {_verdict(holds)}."
+    )
+
+
+def _finding_filtering(plain: dict, filtered: dict) -> str:
+    kept, full = (c["per_epoch"][-1]["test_known_accuracy"] for c in (filtered, plain))
+    pair = (kept, filtered["set_sizes"]["test_known"]), (full, plain["set_sizes"]["test_known"])
+    return (
+        f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
+        f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
+        f"{_verdict(kept >= full - 0.02, *pair, False)}."
+    )
+
+
+def _finding_abstention(plain: dict, abstained: dict) -> str:
+    accuracy, answered = answered_accuracy(abstained["per_epoch"][-1], abstained["set_sizes"])
+    plain_accuracy, plain_answered = answered_accuracy(plain["per_epoch"][-1], plain["set_sizes"])
+    shown = ["n/a" if value is None else f"{value:.2f}" for value in (accuracy, plain_accuracy)]
+    return (
+        f'5. Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions (theirs: '
+        f"61.8% on about 56% answered, against 38.8%). Ours, over the held-out known and unknown people: "
+        f"{shown[0]} on {answered:.0%} answered, against {shown[1]} on {plain_answered:.0%}: "
+        f"{_verdict((accuracy or 0) > (plain_accuracy or 0))}."
+    )
+
+
 def findings(conditions: list[dict], config: dict) -> list[str]:
-    """One paragraph per finding: theirs, ours, and whether ours agrees (by the point estimates; the intervals in the
-    table above say how far to trust a small difference)."""
+    """One paragraph per finding whose conditions were run: theirs, ours, and whether ours agrees (by the point
+    estimates; the intervals in the table above say how far to trust a small difference)."""
     size, fraction = config["finetune_size"], config["mitigation_fraction"]
-    lines = []
     grid = _plain(conditions, size=size)
-    if len(grid) >= 2:
-        first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
-        holds = last["test_known_accuracy"] < first["test_known_accuracy"]
-        pair = [
-            (r["test_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))
-        ]
-        lines.append(
-            f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
-            f"Ours, at the last epoch: {first['test_known_accuracy']:.2f} with "
-            f"{grid[0]['fraction_unknown']:.0%} unknown, {last['test_known_accuracy']:.2f} with "
-            f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds, *pair)}."
-        )
-    plain = _find(conditions, fraction, "none", size)
-    stopped = _find(conditions, fraction, "early_stopping", size)
-    questions = plain["set_sizes"]["test_known"] if plain else 0
+    plain, stopped, filtered, abstained = (
+        _find(conditions, fraction, mitigation, size)
+        for mitigation in ("none", "early_stopping", "filter_unknown", "abstention")
+    )
+    lines = [_finding_unknown_share(grid)] if len(grid) >= 2 else []
     if plain and stopped:
-        early, late = (
-            stopped["per_epoch"][-1]["test_known_accuracy"],
-            plain["per_epoch"][-1]["test_known_accuracy"],
-        )
-        lines.append(
-            f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
-            f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
-            f"{late:.2f} at the last epoch, a drop of {_points(early - late)}: "
-            f"{_verdict(early > late, (early, questions), (late, questions))}."
-        )
+        lines.append(_finding_late_harm(plain, stopped))
     if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
-        known, unknown = (
-            _epochs_to_fit(plain, k) for k in ("finetune_known_exact_match", "finetune_unknown_exact_match")
-        )
-        holds = known is not None and (unknown is None or unknown > known)
-        lines.append(
-            f"3. Unknown examples are fitted more slowly than known ones (theirs: yes). Ours: 90% of the known ones "
-            f"fitted by epoch {known}, of the unknown ones by epoch {unknown}: {_verdict(holds)}."
-        )
-    filtered = _find(conditions, fraction, "filter_unknown", size)
+        lines.append(_finding_slow_fitting(plain))
     if plain and filtered:
-        kept, full = (
-            filtered["per_epoch"][-1]["test_known_accuracy"],
-            plain["per_epoch"][-1]["test_known_accuracy"],
-        )
-        lines.append(
-            f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
-            f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
-            f"{_verdict(kept >= full - 0.02, (kept, filtered['set_sizes']['test_known']), (full, questions), False)}."
-        )
-    abstained = _find(conditions, fraction, "abstention", size)
+        lines.append(_finding_filtering(plain, filtered))
     if plain and abstained:
-        accuracy, answered = answered_accuracy(abstained["per_epoch"][-1], abstained["set_sizes"])
-        plain_accuracy, plain_answered = answered_accuracy(plain["per_epoch"][-1], plain["set_sizes"])
-        shown = ["n/a" if value is None else f"{value:.2f}" for value in (accuracy, plain_accuracy)]
-        lines.append(
-            f'5. Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions (theirs: '
-            f"61.8% on about 56% answered, against 38.8%). Ours, over the held-out known and unknown people: "
-            f"{shown[0]} on {answered:.0%} answered, against {shown[1]} on {plain_answered:.0%}: "
-            f"{_verdict((accuracy or 0) > (plain_accuracy or 0))}."
-        )
+        lines.append(_finding_abstention(plain, abstained))
     return lines
 
 
-__all__ = ["SEED_FIGURES", "answered_accuracy", "findings", "time_breakdown", "write_report", "write_seed_summary"]
+__all__ = [
+    "SEED_FIGURES",
+    "answered_accuracy",
+    "findings",
+    "time_breakdown",
+    "write_plots",
+    "write_report",
+    "write_seed_summary",
+]

@@ -28,7 +28,7 @@ from ..run_folder import FINISHED_MARKER
 from ..threads import set_num_threads
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..training.pretraining import PretrainArguments, pretrain
-from ..world import load_world
+from ..world import World, load_world
 from .conditions import HeldOutQuestions, dev_net_factuality, early_stopped, run_condition
 from .config import Condition, StudyArguments, plan_conditions
 from .probe import probe_knowledge
@@ -161,41 +161,39 @@ def run_study(args: StudyArguments) -> Path:
     return out_dir
 
 
-def _run_one(args: StudyArguments, out_dir: Path) -> Path:
-    timings = {}
-    reused = []  # stages and conditions taken from an earlier run: their time is not this run's
-
-    start = time.perf_counter()
-    print("study: stage 1/4, pre-training", flush=True)
-    pretrain_dir, pretrain_key, pretrain_reused = pretrain_matching(args, out_dir)
-    reused += ["pretrain"] if pretrain_reused else []
-    timings["pretrain"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    world = load_world(pretrain_dir / "world")
+def probe_stage(
+    args: StudyArguments, out_dir: Path, pretrain_dir: Path, pretrain_key: str, world: World
+) -> tuple[dict, bool]:
+    """Stage 2: what the pre-trained model knows of every known and unknown person (see `probe_knowledge`), saved
+    as `probe.json` with its settings key; returns it and whether it was reused from an earlier run."""
     probe_file = out_dir / "probe.json"
     probe_key = settings_key(pretrain_key, args.probe_samples, args.probe_temperature, args.seed)
     probe = load_stage(probe_file, probe_key)
     if probe is not None:
         print(f"study: stage 2/4, probe: reusing {probe_file}")
-        reused.append("probe")
-    else:
-        print("study: stage 2/4, probing what the pre-trained model knows", flush=True)
-        model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
-        people = world.people_in("known") + world.people_in("unknown")
-        probe = probe_knowledge(model, tokenizer, people, args.probe_samples, args.probe_temperature, seed=args.seed)
-        probe["key"] = probe_key
-        write_json(probe, probe_file)
-    timings["probe"] = time.perf_counter() - start
+        return probe, True
+    print("study: stage 2/4, probing what the pre-trained model knows", flush=True)
+    model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
+    people = world.people_in("known") + world.people_in("unknown")
+    probe = probe_knowledge(model, tokenizer, people, args.probe_samples, args.probe_temperature, seed=args.seed)
+    probe["key"] = probe_key
+    write_json(probe, probe_file)
+    return probe, False
 
-    start = time.perf_counter()
+
+def conditions_stage(
+    args: StudyArguments, out_dir: Path, pretrain_dir: Path, world: World, probe: dict
+) -> tuple[dict, list[str]]:
+    """Stage 3: every planned condition, each fine-tuned unless `conditions/<name>.json` holds its finished result
+    under the same settings key; returns the results by condition and the names of those reused."""
     held_out = HeldOutQuestions.load(pretrain_dir / "world")
     planned = plan_conditions(args)
     results: dict[Condition, dict] = {}
+    reused = []
     finetune_config = Path(args.finetune_config).read_text(encoding="utf-8")
     for number, condition in enumerate(planned, start=1):
         path = out_dir / "conditions" / f"{condition.name}.json"
-        key = settings_key(probe_key, finetune_config, args.eval_every, args.lora_learning_rate, condition.name)
+        key = settings_key(probe["key"], finetune_config, args.eval_every, args.lora_learning_rate, condition.name)
         result = load_condition(path, key)
         if result is None:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name}", flush=True)
@@ -207,6 +205,26 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
             print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name} (done before)")
             reused.append(condition.name)
         results[condition] = result
+    return results, reused
+
+
+def _run_one(args: StudyArguments, out_dir: Path) -> Path:
+    timings, reused = {}, []  # reused: stages and conditions taken from an earlier run, whose time is not this run's
+    start = time.perf_counter()
+    print("study: stage 1/4, pre-training", flush=True)
+    pretrain_dir, pretrain_key, pretrain_reused = pretrain_matching(args, out_dir)
+    reused += ["pretrain"] if pretrain_reused else []
+    timings["pretrain"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    world = load_world(pretrain_dir / "world")
+    probe, probe_reused = probe_stage(args, out_dir, pretrain_dir, pretrain_key, world)
+    reused += ["probe"] if probe_reused else []
+    timings["probe"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    results, reused_conditions = conditions_stage(args, out_dir, pretrain_dir, world, probe)
+    reused += reused_conditions
     conditions = list(results.values())
     if "early_stopping" in args.mitigations:
         plain = Condition(args.mitigation_fraction, "full", "none", args.finetune_size)
@@ -232,4 +250,13 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     return out_dir
 
 
-__all__ = ["load_condition", "load_stage", "pretrain_matching", "publish_best", "run_study", "settings_key"]
+__all__ = [
+    "conditions_stage",
+    "load_condition",
+    "load_stage",
+    "pretrain_matching",
+    "probe_stage",
+    "publish_best",
+    "run_study",
+    "settings_key",
+]

@@ -232,6 +232,44 @@ def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> 
     return model
 
 
+def prepare_corpus(
+    args: PretrainArguments, training_args: TrainingArguments
+) -> tuple[World | None, datasets.DatasetDict, PreTrainedTokenizerBase, dict[str, datasets.Dataset]]:
+    """The world (None on a corpus of files), the documents split into "train" and "test", the tokenizer and the
+    tokenized examples of each split. The main process makes the world and fills the datasets caches; the others
+    then read them (local=False: on several machines the one global main process makes the world, on a shared
+    filesystem)."""
+    with training_args.main_process_first(local=False, desc="corpus and tokenizer"):
+        world, documents = load_documents(args, training_args)
+        documents = split_documents(documents, args.eval_fraction, training_args.seed)
+        tokenizer = load_tokenizer(args, documents["train"])
+        examples = {
+            split: build_examples(docs, tokenizer, args.max_length, args.packing) for split, docs in documents.items()
+        }
+    return world, documents, tokenizer, examples
+
+
+def save_pretraining_run(
+    args: PretrainArguments, trainer: Trainer, metrics: dict, world: World | None, out_dir: Path
+) -> Path:
+    """On every process: gather the weights (under FSDP from their shards); on the main process: save the model,
+    and the run's record (metrics, log history, config, loss plot, and on world data the biographies it writes).
+    Returns the model folder."""
+    model_dir = out_dir / "model"
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_world_process_zero():
+        save_atomically(model_dir, trainer.model, trainer.processing_class, state_dict)
+        metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
+        metrics["num_processes"] = trainer.accelerator.num_processes
+        print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
+        if world is not None:
+            metrics.update(write_biographies(args, trainer, trainer.processing_class, world, out_dir))
+        plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
+        write_run_record(out_dir, metrics, trainer.state.log_history, args, trainer.args)
+        print(f"pretrain: wrote {model_dir}; loss.png, metrics.json, log_history.json, run_config.yaml in {out_dir}")
+    return model_dir
+
+
 def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     """Run one pre-training; returns the folder of the saved model and tokenizer.
 
@@ -243,15 +281,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     inputs = (args.world_dir, args.model_dir, args.tokenizer_dir, *(args.train_files or []))
     out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main, inputs)
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    # The main process makes the world and fills the datasets caches; the others then read them.
-    # local=False: on several machines the one global main process makes the world (on a shared filesystem).
-    with training_args.main_process_first(local=False, desc="corpus and tokenizer"):
-        world, documents = load_documents(args, training_args)
-        documents = split_documents(documents, args.eval_fraction, training_args.seed)
-        tokenizer = load_tokenizer(args, documents["train"])
-        examples = {
-            split: build_examples(docs, tokenizer, args.max_length, args.packing) for split, docs in documents.items()
-        }
+    world, documents, tokenizer, examples = prepare_corpus(args, training_args)
     torch.manual_seed(training_args.seed)
     model = build_model(args, tokenizer)
     if world is not None:
@@ -266,7 +296,6 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         f"{len(examples['train'])} / {len(examples['test'])} sequences; {model.num_parameters():,} parameters; "
         f"{sequences_per_step} sequences per step; {args.num_threads} thread(s) per process"
     )
-
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -277,21 +306,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         processing_class=tokenizer,
     )
     trainer.train()
-    metrics = trainer.evaluate()
-
-    model_dir = out_dir / "model"
-    # Every process takes part: under FSDP this gathers the full weights from their shards.
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
-    if trainer.is_world_process_zero():
-        save_atomically(model_dir, trainer.model, tokenizer, state_dict)
-        metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-        metrics["num_processes"] = trainer.accelerator.num_processes
-        print(f"pretrain: eval loss {metrics['eval_loss']:.3f} (perplexity {metrics['eval_perplexity']:.2f})")
-        if world is not None:
-            metrics.update(write_biographies(args, trainer, tokenizer, world, out_dir))
-        plot_loss_curves(trainer.state.log_history, out_dir / "loss.png")
-        write_run_record(out_dir, metrics, trainer.state.log_history, args, training_args)
-        print(f"pretrain: wrote {model_dir}; loss.png, metrics.json, log_history.json, run_config.yaml in {out_dir}")
+    model_dir = save_pretraining_run(args, trainer, trainer.evaluate(), world, out_dir)
     # Every process waits for the writer, then leaves the process group: a process that exits with the group still
     # up can abort in gloo's teardown ("terminate called without an active exception", seen in CI-like runs).
     trainer.accelerator.wait_for_everyone()
