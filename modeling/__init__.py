@@ -5,11 +5,13 @@
 - `training/`: pre-training and supervised fine-tuning with the Trainer and TRL.
 - `factuality/`: the `evaluate` metric; `world.py`: the synthetic world; `scoring.py`: answering and scoring.
 - `study/`: the study (the main job); `publishing/`: the model card, the push and the demo.
-- Helpers: `checkpoints.py`, `adapters.py`, `files.py`, `run_config.py`, `run_folder.py`, `threads.py`.
+- Helpers: `checkpoints.py`, `adapters.py`, `files.py`, `run_config.py`, `run_folder.py`, `threads.py`,
+  `timing.py`.
 """
 
 from .lstm import LSTMCache, LSTMConfig, LSTMForCausalLM, LSTMModel, LSTMPreTrainedModel, LSTMTokenizer, train_tokenizer
 
+# The same names as lstm/__init__'s: written out, because linters and IDEs read __all__ as text.
 __all__ = [
     "LSTMCache",
     "LSTMConfig",

@@ -300,3 +300,10 @@ def test_a_transformer_loads_in_a_fresh_process_without_the_package(saved_gpt2, 
         assert torch.equal(tensors["ids"], batch["input_ids"]), trust
         torch.testing.assert_close(tensors["logits"], expected, rtol=1e-5, atol=1e-6)
         assert result[trust]["decoded"] == tokenizer.decode(batch["input_ids"][0])
+
+
+def test_the_package_exports_the_model_names_of_its_model_folder():
+    import modeling.lstm
+
+    assert modeling.__all__ == modeling.lstm.__all__
+    assert all(getattr(modeling, name) is getattr(modeling.lstm, name) for name in modeling.__all__)
