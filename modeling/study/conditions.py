@@ -18,7 +18,7 @@ from trl import SFTConfig
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..run_config import parse_run_config
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
-from ..training.finetuning import FinetuneArguments, build_trainer, save_finetuned
+from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, StudyArguments
 from .detector import evaluate_detectors
@@ -64,8 +64,7 @@ class HeldOutQuestions:
     def load(cls, world_dir: str | Path) -> "HeldOutQuestions":
         """From the world saved in `world_dir`; raises ValueError as `dev_test_splits` does."""
         splits = load_world_datasets(world_dir)
-        loss_rows = splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
-        return cls(dev_test_splits(splits), loss_rows)
+        return cls(dev_test_splits(splits), loss_rows(splits))
 
 
 def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) -> datasets.Dataset:

@@ -219,6 +219,12 @@ def check_lora_targets(target_modules: list[str], model: PreTrainedModel) -> Non
         )
 
 
+def loss_rows(splits: datasets.DatasetDict) -> datasets.Dataset:
+    """The rows on which a run on the world's data takes its evaluation loss: the held-out known people's answers
+    of the world's `splits`, as prompt/completion."""
+    return splits[qa_split_name("known", "heldout")].rename_column("answer", "completion")
+
+
 def world_evaluation_sets(
     args: FinetuneArguments, train_dataset: datasets.Dataset
 ) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
@@ -236,7 +242,7 @@ def world_evaluation_sets(
             raise ValueError(f"factuality_sets names {name!r}, which is neither 'finetune' nor a split of the world")
         rows = train_dataset.rename_column("completion", "answer") if name == "finetune" else splits[name]
         factuality_sets[name] = rows.select(range(min(len(rows), args.factuality_max_questions)))
-    return splits[qa_split_name("known", "heldout")].rename_column("answer", "completion"), factuality_sets
+    return loss_rows(splits), factuality_sets
 
 
 def check_lora_settings(args: FinetuneArguments, model: PreTrainedModel) -> None:
@@ -447,6 +453,7 @@ __all__ = [
     "finetune",
     "kept_model_evaluation",
     "load_sft_dataset",
+    "loss_rows",
     "lora_config",
     "lora_targets",
     "save_finetuned",
