@@ -13,6 +13,11 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from .training.precision import native_bf16
+
+# Settings that may be given as "auto" (in a file, an override or a flag): the value this machine should use.
+AUTO_SETTINGS = {"bf16": native_bf16}
+
 
 @dataclass
 class RunArguments:
@@ -38,7 +43,8 @@ def parse_run_config(
 ) -> tuple[Any, ...]:
     """Build the dataclasses from `defaults`, then an optional YAML file given as the first argument, then
     `overrides` (typed values, as code sets them), then `--field value` flags; each dataclass then checks the whole
-    (e.g. `TrainingArguments.__post_init__`). Unknown keys, in the file, the overrides or as flags, are an error."""
+    (e.g. `TrainingArguments.__post_init__`). Unknown keys, in the file, the overrides or as flags, are an error.
+    A setting of `AUTO_SETTINGS` given as "auto" takes this machine's value (`bf16`: where it runs natively)."""
     # No abbreviations: "--unknown_fraction" must not quietly set "--unknown_fractions".
     parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
     settings = dict(defaults or {})
@@ -57,8 +63,24 @@ def parse_run_config(
             f"Unknown configuration keys {unknown}; the known keys are the fields of "
             f"{', '.join(cls.__name__ for cls in dataclass_types)}"
         )
-    parser.set_defaults(**settings)
-    return parser.parse_args_into_dataclasses(args=argv)
+    parser.set_defaults(**_resolve_auto(settings))
+    return parser.parse_args_into_dataclasses(args=_resolve_auto_flags(argv))
+
+
+def _resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: AUTO_SETTINGS[k]() if k in AUTO_SETTINGS and v == "auto" else v for k, v in settings.items()}
+
+
+def _resolve_auto_flags(argv: list[str]) -> list[str]:
+    resolved = []
+    for arg in argv:
+        name, is_auto = arg.removeprefix("--").removesuffix("=auto"), arg.endswith("=auto")
+        if arg == "auto" and resolved and resolved[-1].removeprefix("--") in AUTO_SETTINGS:
+            arg = str(AUTO_SETTINGS[resolved[-1].removeprefix("--")]())
+        elif is_auto and name in AUTO_SETTINGS:
+            arg = f"--{name}={AUTO_SETTINGS[name]()}"
+        resolved.append(arg)
+    return resolved
 
 
 def run_config_sections(*configs: Any) -> dict[str, dict[str, Any]]:

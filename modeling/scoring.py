@@ -46,13 +46,15 @@ def answer_questions(
         raise ValueError("No prompts to answer")
     model.eval()
     answers, confidences = [], []
+    # A row stops at its answer's end (see `_answer_length`): what it would generate after that is never read.
+    stop_ids = [tokenizer.eos_token_id, *newline_token_ids(tokenizer)]
     for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device):
         output = model.generate(
             **batch,
             do_sample=False,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop_ids,
             output_scores=True,
             return_dict_in_generate=True,
         )
@@ -85,6 +87,12 @@ def _scores_by_knowledge(metric: evaluate.EvaluationModule, knowledge: Sequence[
     return scores
 
 
+def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids of every token whose text holds a newline: an answer ends at the first of them (or at eos)."""
+    texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
+    return [token for token, text in enumerate(texts) if "\n" in text]
+
+
 def _answer_length(tokens: list[int], tokenizer: PreTrainedTokenizerBase) -> int:
     """Number of generated tokens up to and including the one that ends the answer."""
     for index, token in enumerate(tokens):
@@ -100,17 +108,32 @@ def score_questions(
     batch_size: int = 64,
     max_new_tokens: int = 24,
 ) -> dict:
-    """Answer every question of a world's QA split and score the answers.
+    """Answer every question of a world's QA split (`answer_questions`) and score the answers (`score_answers`).
 
-    Returns `{"metrics": {...}, "by_knowledge": {category: {...}}, "answers": [one dict per question]}` where each
-    answer holds the question, the reference, the model's answer, its confidence and the verdict.
+    Raises:
+        ValueError: if `questions` is empty.
     """
     if len(questions) == 0:
         raise ValueError("The question set is empty")
+    predictions, confidences = answer_questions(model, tokenizer, list(questions["prompt"]), batch_size, max_new_tokens)
+    return score_answers(questions, predictions, confidences)
+
+
+def score_answers(questions: datasets.Dataset, predictions: list[str], confidences: list[float]) -> dict:
+    """Score a model's answers (`predictions`, one per row of `questions`, a world's QA rows, with their
+    `confidences`) with the `factuality` metric, over all rows and per knowledge category.
+
+    Returns `{"metrics": {...}, "by_knowledge": {category: {...}}, "answers": [one dict per question]}` where each
+    answer holds the question, the reference, the model's answer, its confidence and the verdict.
+
+    Raises:
+        ValueError: if the answers are not one per question.
+    """
+    if not len(predictions) == len(confidences) == len(questions):
+        raise ValueError(
+            f"{len(predictions)} answers and {len(confidences)} confidences for {len(questions)} questions"
+        )
     rows = questions.to_list()
-    predictions, confidences = answer_questions(
-        model, tokenizer, [row["prompt"] for row in rows], batch_size, max_new_tokens
-    )
     references = [row["answer"] for row in rows]
     verdicts = classify_answers(predictions, references)
     metric = load_factuality_metric()
@@ -205,6 +228,8 @@ __all__ = [
     "continue_prompts",
     "left_padded_batches",
     "load_factuality_metric",
+    "newline_token_ids",
+    "score_answers",
     "score_biographies",
     "score_questions",
 ]

@@ -9,6 +9,7 @@ import pytest
 from transformers import TrainingArguments
 from trl import SFTConfig
 
+import modeling.run_config
 import modeling.study
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments
@@ -47,3 +48,19 @@ def test_the_study_api_and_the_command_line_share_their_defaults(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["study.py"])
     runpy.run_path(str(REPO / "scripts" / "study.py"), run_name="__main__")
     assert ran == [StudyArguments()] and ran[0].lora_learning_rate == 0.01
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_takes_the_machines_native_support_from_a_file_an_override_or_a_flag(tmp_path, monkeypatch, native):
+    monkeypatch.setitem(modeling.run_config.AUTO_SETTINGS, "bf16", lambda: native)
+    config = tmp_path / "auto.yaml"
+    config.write_text("bf16: auto\n")
+    types, defaults = SCRIPTS["pretrain"]
+    for argv, overrides in (([str(config)], None), ([], {"bf16": "auto"}), (["--bf16", "auto"], None),
+                            (["--bf16=auto"], None)):  # fmt: skip
+        assert parse_run_config(types, argv, defaults, overrides)[1].bf16 is native, (argv, overrides)
+    # A flag still overrides the file: float32 on any machine.
+    assert parse_run_config(types, [str(config), "--bf16", "false"], defaults)[1].bf16 is False
+    # And "auto" means nothing to other settings.
+    with pytest.raises(SystemExit):
+        parse_run_config(types, ["--packing", "auto"], defaults)

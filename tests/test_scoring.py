@@ -11,7 +11,7 @@ from helpers import checkout_env, tiny_model
 from peft import LoraConfig, get_peft_model
 
 from modeling import train_tokenizer
-from modeling.scoring import answer_questions, score_biographies, score_questions
+from modeling.scoring import answer_questions, newline_token_ids, score_biographies, score_questions
 from modeling.world import WorldConfig, generate_world, load_world, load_world_datasets, save_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +97,17 @@ def test_report_counts_and_rates_overall_and_by_knowledge(memorizing_model, qa_t
         assert (scores["num_correct"], scores["num_hallucinated"]) == (len(rows) - num_wrong, num_wrong)
         assert scores["accuracy"] == pytest.approx((len(rows) - num_wrong) / len(rows))
     assert set(report["by_knowledge"]) == set(categories)
+
+
+def test_the_tokens_an_answer_stops_at_are_exactly_those_holding_a_newline(qa_tokenizer):
+    stops = set(newline_token_ids(qa_tokenizer))
+    newline = set(qa_tokenizer("London\nQuestion", add_special_tokens=False)["input_ids"]) - set(
+        qa_tokenizer("London Question", add_special_tokens=False)["input_ids"]
+    )
+    assert newline and newline <= stops
+    assert all("\n" in qa_tokenizer.decode([token]) for token in stops)
+    others = set(range(len(qa_tokenizer))) - stops
+    assert not any("\n" in qa_tokenizer.decode([token]) for token in others)
 
 
 def test_empty_question_set_is_refused(model, tokenizer, questions):

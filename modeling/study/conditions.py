@@ -17,11 +17,13 @@ from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..run_config import parse_run_config
+from ..training.factuality_trainer import FactualitySFTTrainer
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
+from ..training.precision import float32_forward
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, StudyArguments
-from .detector import evaluate_detectors
+from .detector import Answers, evaluate_detectors
 
 RECORDED_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
@@ -191,7 +193,10 @@ def run_condition(
         datasets.concatenate_datasets([held_out.halves[f"{half}_known"], held_out.halves[f"{half}_unknown"]])
         for half in ("dev", "test")
     )
-    detector = evaluate_detectors(trainer.model, trainer.processing_class, dev, test, seed=args.seed)
+    with float32_forward(trainer.model) as model:
+        detector = evaluate_detectors(
+            model, trainer.processing_class, dev, test, args.seed, *_last_answers(trainer, ("dev", "test"))
+        )
     save_start = time.perf_counter()
     saved = save_finetuned(trainer, finetune_args, Path(sft_config.output_dir))
     marks = (start, detector_start, save_start, time.perf_counter())
@@ -208,6 +213,16 @@ def run_condition(
         "seconds": marks[-1] - start,
         "timing": _timing(marks, train_seconds, trainer.state.log_history),
     }
+
+
+def _last_answers(trainer: FactualitySFTTrainer, halves: tuple[str, ...]) -> list[Answers | None]:
+    """The predictions and confidences of each half (known then unknown people, as `run_condition` concatenates
+    them) from the trainer's last evaluation, if it evaluated the model it ends with; else None each (generate)."""
+    latest = trainer.latest_answers
+    if latest is None or latest["step"] != trainer.state.global_step:
+        return [None] * len(halves)
+    answers = [[*latest["sets"][f"{half}_known"], *latest["sets"][f"{half}_unknown"]] for half in halves]
+    return [([a["prediction"] for a in rows], [a["confidence"] for a in rows]) for rows in answers]
 
 
 def _timing(marks: tuple[float, float, float, float], train_seconds: float, log_history: list[dict]) -> dict:

@@ -85,10 +85,15 @@ def risk_coverage(is_correct: list[bool], scores: list[float], total: int, point
     return [[int(k) / total, float(correct[k - 1] / k)] for k in answered]
 
 
-def _answered(model, tokenizer, questions: Dataset) -> dict:
+Answers = tuple[list[str], list[float]]  # predictions and confidences, one per question (`answer_questions`)
+
+
+def _answered(model, tokenizer, questions: Dataset, answers: Answers | None) -> dict:
     rows = questions.to_list()
     prompts = [row["prompt"] for row in rows]
-    predictions, confidences = answer_questions(model, tokenizer, prompts)
+    predictions, confidences = answers if answers is not None else answer_questions(model, tokenizer, prompts)
+    if len(predictions) != len(rows):
+        raise ValueError(f"{len(predictions)} answers given for {len(rows)} questions")
     verdicts = classify_answers(predictions, [row["answer"] for row in rows])
     kept = [i for i, verdict in enumerate(verdicts) if verdict != "abstained"]
     return {
@@ -100,15 +105,27 @@ def _answered(model, tokenizer, questions: Dataset) -> dict:
 
 
 def evaluate_detectors(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dev: Dataset, test: Dataset, seed: int = 0
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dev: Dataset,
+    test: Dataset,
+    seed: int = 0,
+    dev_answers: Answers | None = None,
+    test_answers: Answers | None = None,
 ) -> dict:
     """Fit on the `dev` questions and score on the `test` questions (each: known and unknown people's QA rows).
+    The model's greedy answers to them are generated here unless given (`dev_answers`, `test_answers`: the
+    predictions and confidences of `answer_questions`, one per row, e.g. from the evaluation of this same model).
 
     Returns `{"num_dev", "num_test", "num_test_answered", "num_test_correct", "auroc": {detector: value or None},
     "threshold", "selective": {"coverage", "accuracy_answered", "hallucination_rate"}, "answer_all": {same keys},
     "risk_coverage": {detector: [[coverage, accuracy], ...]}}`, all on the test questions.
+
+    Raises:
+        ValueError: if given answers are not one per question.
     """
-    dev_answers, test_answers = _answered(model, tokenizer, dev), _answered(model, tokenizer, test)
+    dev_answers = _answered(model, tokenizer, dev, dev_answers)
+    test_answers = _answered(model, tokenizer, test, test_answers)
     scores = {"confidence": test_answers["confidence"]}
     if len(set(dev_answers["is_correct"])) == 2 and test_answers["states"] is not None:
         probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))

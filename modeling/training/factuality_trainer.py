@@ -8,12 +8,14 @@ so they land in the log history, `trainer_state.json` and every `report_to` logg
 """
 
 import datasets
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
 
-from ..scoring import score_questions
+from ..scoring import answer_questions, score_answers
+from .precision import float32_forward
 
-# The metric's figures that go into the evaluation metrics (the counts stay in score_questions' reports).
+# The metric's figures that go into the evaluation metrics (the counts stay in score_answers' reports).
 FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "exact_match", "auroc")
 # Figures that are NaN at some evaluations: AUROC needs both a right and a hallucinated answer in the set.
 UNDEFINED_AT_TIMES = ("auroc",)
@@ -58,6 +60,8 @@ class FactualitySFTTrainer(SFTTrainer):
         check_metric_for_best_model(self.args.metric_for_best_model)
         self.factuality_sets = factuality_sets or {}
         self.base_model_record = base_model_record
+        # The answers of the latest evaluation: {"step": optimizer step, "sets": {name: score_answers' answers}}.
+        self.latest_answers: dict | None = None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, but a run resumed with stateful callbacks (e.g. `EarlyStoppingCallback`'s patience count)
@@ -80,17 +84,40 @@ class FactualitySFTTrainer(SFTTrainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if not self.factuality_sets:
+            return output
         model = self.accelerator.unwrap_model(self.model)
         training = model.training
-        for name, questions in self.factuality_sets.items():
-            report = score_questions(model, self.processing_class, questions, self.args.per_device_eval_batch_size)
+        with float32_forward(model):  # what the saved model would answer, whatever precision trains it
+            reports = score_question_sets(model, self.processing_class, self.factuality_sets, self.args)
+        model.train(training)  # scoring switches to eval mode; the training loop expects its mode back
+        for name, report in reports.items():
             scores = {name: report["metrics"], **{f"{name}_{c}": m for c, m in report["by_knowledge"].items()}}
             for key, metrics in scores.items():
                 output.metrics.update(
                     {f"{metric_key_prefix}_{key}_{figure}": metrics[figure] for figure in FIGURES if figure in metrics}
                 )
-        model.train(training)  # scoring switches to eval mode; the training loop expects its mode back
+        self.latest_answers = {"step": self.state.global_step, "sets": {n: r["answers"] for n, r in reports.items()}}
         return output
 
 
-__all__ = ["FIGURES", "FactualitySFTTrainer", "check_metric_for_best_model"]
+def score_question_sets(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    question_sets: dict[str, datasets.Dataset],
+    args: TrainingArguments,
+) -> dict[str, dict]:
+    """`score_answers` of each of `question_sets` (name -> QA rows), from one `answer_questions` call over all of
+    them, in batches of `args.per_device_eval_batch_size` (one call keeps every batch full)."""
+    names = list(question_sets)
+    prompts = [prompt for name in names for prompt in question_sets[name]["prompt"]]
+    predictions, confidences = answer_questions(model, tokenizer, prompts, args.per_device_eval_batch_size)
+    reports, start = {}, 0
+    for name in names:
+        end = start + len(question_sets[name])
+        reports[name] = score_answers(question_sets[name], predictions[start:end], confidences[start:end])
+        start = end
+    return reports
+
+
+__all__ = ["FIGURES", "FactualitySFTTrainer", "check_metric_for_best_model", "score_question_sets"]

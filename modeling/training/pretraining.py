@@ -47,6 +47,7 @@ from .architectures import build_config, check_fits_positions, is_lstm
 from .corpus import build_examples, load_corpus
 from .defaults import COMMON_DEFAULTS
 from .plots import plot_loss_curves
+from .precision import float32_forward
 
 
 @dataclass
@@ -319,13 +320,14 @@ def write_biographies(
 ) -> dict[str, float]:
     """What the model learned: each known person's biography as it writes it, claim by claim against the record,
     written to `biographies.json`; returns the figures as `biography_*` metrics."""
-    biographies = score_biographies(
-        trainer.model,
-        tokenizer,
-        world.people_in("known"),
-        args.biography_max_new_tokens,
-        trainer.args.per_device_eval_batch_size,
-    )
+    with float32_forward(trainer.model) as model:  # as the saved model writes them
+        biographies = score_biographies(
+            model,
+            tokenizer,
+            world.people_in("known"),
+            args.biography_max_new_tokens,
+            trainer.args.per_device_eval_batch_size,
+        )
     write_json(biographies, out_dir / "biographies.json")
     for category, scores in biographies["by_knowledge"].items():
         print(

@@ -1,0 +1,98 @@
+"""Mixed precision: a fine-tuning trained in bfloat16 autocast records the answers its saved float32 model gives, and
+one evaluation's generation serves every question set and the detector."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig
+
+from modeling import train_tokenizer
+from modeling.run_config import parse_run_config
+from modeling.scoring import answer_questions, score_questions
+from modeling.study.detector import evaluate_detectors
+from modeling.training.factuality_trainer import score_question_sets
+from modeling.training.finetuning import DEFAULTS, FinetuneArguments, build_trainer
+from modeling.training.precision import float32_forward
+from modeling.world import WorldConfig, generate_world, load_world_datasets, save_world
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> FinetuneArguments:
+    root = tmp_path_factory.mktemp("base")
+    save_world(generate_world(WorldConfig(num_people=20, seed=3)), root / "world")
+    splits = load_world_datasets(root / "world")
+    texts = list(splits["pretrain"]["text"]) + [r["prompt"] + r["answer"] for r in splits["qa_unknown_finetune"]]
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    tiny_model(tokenizer, hidden_size=64, num_layers=1).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return FinetuneArguments(model_dir=str(root / "model"), world_dir=str(root / "world"), finetune_size=6)
+
+
+@pytest.fixture(scope="module")
+def bf16_trainer(base, tmp_path_factory):
+    """A full fine-tuning trained under accelerate's bfloat16 autocast, evaluated after each of its 3 epochs."""
+    settings = {**DEFAULTS, "output_dir": str(tmp_path_factory.mktemp("run")), "bf16": True,
+                "num_train_epochs": 3, "per_device_train_batch_size": 6, "eval_strategy": "epoch",
+                "learning_rate": 0.01}  # fmt: skip
+    config = parse_run_config((SFTConfig,), [f"--{k}={v}" for k, v in settings.items()])[0]
+    trainer = build_trainer(base, config)
+    trainer.train()
+    return trainer
+
+
+def reloaded(trainer, folder: Path):
+    trainer.model.save_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), trainer.processing_class
+
+
+def test_float32_forward_runs_the_trained_model_as_its_saved_copy(bf16_trainer, tmp_path):
+    model = bf16_trainer.model.eval()
+    saved, _ = reloaded(bf16_trainer, tmp_path / "saved")
+    ids = torch.tensor([[5, 9, 14, 3], [7, 7, 21, 30]])
+    assert saved.dtype == torch.float32
+    mixed = model(input_ids=ids).logits
+    with float32_forward(model):
+        assert torch.equal(model(input_ids=ids).logits, saved(input_ids=ids).logits)
+    assert not torch.equal(mixed, saved(input_ids=ids).logits)  # the autocast really was on during training
+    assert torch.equal(model(input_ids=ids).logits, mixed)  # and is on again after the block
+
+
+def test_recorded_answers_are_those_of_the_saved_model(bf16_trainer, tmp_path):
+    saved, tokenizer = reloaded(bf16_trainer, tmp_path / "saved")
+    latest = bf16_trainer.latest_answers
+    assert latest["step"] == bf16_trainer.state.global_step
+    expected = score_question_sets(saved, tokenizer, bf16_trainer.factuality_sets, bf16_trainer.args)
+    assert set(latest["sets"]) == set(bf16_trainer.factuality_sets) == {"finetune", "qa_known_heldout",
+                                                                          "qa_unknown_heldout"}  # fmt: skip
+    for name, answers in latest["sets"].items():
+        assert answers == expected[name]["answers"]
+
+
+def test_one_generation_over_every_set_scores_each_as_alone(base, bf16_trainer):
+    saved, tokenizer = reloaded(bf16_trainer, Path(bf16_trainer.args.output_dir) / "alone")
+    sets = bf16_trainer.factuality_sets
+    together = score_question_sets(saved, tokenizer, sets, bf16_trainer.args)
+    for name, questions in sets.items():
+        alone = score_questions(saved, tokenizer, questions, batch_size=len(questions))
+        assert [a["prediction"] for a in together[name]["answers"]] == [a["prediction"] for a in alone["answers"]]
+        assert [a["confidence"] for a in together[name]["answers"]] == pytest.approx(
+            [a["confidence"] for a in alone["answers"]], abs=1e-5
+        )
+        assert together[name]["metrics"] == pytest.approx(alone["metrics"], nan_ok=True, abs=1e-5)
+
+
+def test_the_detector_reads_given_answers_as_the_ones_it_would_generate(base, tmp_path):
+    splits = load_world_datasets(base.world_dir)
+    dev, test = splits["qa_known_heldout"], splits["qa_unknown_heldout"]
+    model = AutoModelForCausalLM.from_pretrained(base.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
+    given = [answer_questions(model, tokenizer, list(questions["prompt"])) for questions in (dev, test)]
+    assert evaluate_detectors(model, tokenizer, dev, test, 0, *given) == evaluate_detectors(model, tokenizer, dev, test)
+    # Given answers are what is scored: the references themselves are all correct (the random model gets none).
+    right = ([answer.strip() for answer in test["answer"]], [0.0] * len(test))
+    assert evaluate_detectors(model, tokenizer, dev, test, 0, given[0], right)["num_test_correct"] == len(test)
+    with pytest.raises(ValueError, match="2 answers given for"):
+        evaluate_detectors(model, tokenizer, dev, test, 0, given[0], (["a", "b"], [0.0, 0.0]))
