@@ -38,7 +38,7 @@ KINDS = {
 
 def classify(frames: list[str], table: dict[str, str]) -> str:
     for frame in reversed(frames):
-        name = frame.split(" (")[0]
+        name = frame.split(" (")[0].rsplit(".", 1)[-1]  # py-spy names methods "Class.method"
         if name in table:
             return table[name]
     return "other"

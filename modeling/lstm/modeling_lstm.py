@@ -346,15 +346,9 @@ class LSTMModel(LSTMPreTrainedModel):
 
         # 3. The LSTM stack, layer by layer from the cached state.
         all_hidden_states = (inputs_embeds,) if output_hidden_states else None
-        new_h, new_c = [], []
-        lengths = padding.lengths if padding is not None else None
-        for i, layer in enumerate(self.layers):
-            hidden_states, h, c = layer(hidden_states, cache.h[i : i + 1], cache.c[i : i + 1], lengths)
-            new_h.append(h)
-            new_c.append(c)
-            hidden_states = self.dropout(hidden_states)
-            if output_hidden_states:
-                all_hidden_states += (padding.unalign(hidden_states) if padding is not None else hidden_states,)
+        hidden_states, new_h, new_c, all_hidden_states = self._run_layers(
+            hidden_states, cache, padding, all_hidden_states
+        )
         if padding is not None:
             hidden_states = padding.unalign(hidden_states)
 
@@ -362,17 +356,48 @@ class LSTMModel(LSTMPreTrainedModel):
         if self.projection is not None:
             hidden_states = self.projection(hidden_states)
 
-        new_cache = None
-        if use_cache:
-            h, c = torch.cat(new_h), torch.cat(new_c)  # (L, B, H)
-            if padding is not None and padding.has_empty_rows:
-                keep = padding.empty_rows.to(h.device).view(1, -1, 1)
-                h, c = torch.where(keep, cache.h, h), torch.where(keep, cache.c, c)
-            new_cache = LSTMCache(h, c, cache.seen_tokens + seq_len)
-
+        new_cache = self._next_cache(cache, new_h, new_c, padding, seq_len) if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, new_cache, all_hidden_states) if v is not None)
         return LSTMOutput(last_hidden_state=hidden_states, cache=new_cache, hidden_states=all_hidden_states)
+
+    def _run_layers(
+        self,
+        hidden_states: torch.Tensor,
+        cache: LSTMCache,
+        padding: PaddingAlignment | None,
+        all_hidden_states: tuple | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple | None]:
+        """Runs the stack on `hidden_states` (B, T, E), aligned by `padding`, from the state in `cache`.
+
+        Returns the last layer's output (B, T, H), still aligned; each layer's final `h` and `c` (1, B, H); and
+        `all_hidden_states` with each layer's output, unaligned, appended (None stays None).
+        """
+        new_h, new_c = [], []
+        lengths = padding.lengths if padding is not None else None
+        for i, layer in enumerate(self.layers):
+            hidden_states, h, c = layer(hidden_states, cache.h[i : i + 1], cache.c[i : i + 1], lengths)
+            new_h.append(h)
+            new_c.append(c)
+            hidden_states = self.dropout(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states += (padding.unalign(hidden_states) if padding is not None else hidden_states,)
+        return hidden_states, new_h, new_c, all_hidden_states
+
+    @staticmethod
+    def _next_cache(
+        cache: LSTMCache,
+        new_h: list[torch.Tensor],
+        new_c: list[torch.Tensor],
+        padding: PaddingAlignment | None,
+        seq_len: int,
+    ) -> LSTMCache:
+        """The state after this call, `seq_len` tokens on; a row that held only padding keeps the state it came with."""
+        h, c = torch.cat(new_h), torch.cat(new_c)  # (L, B, H)
+        if padding is not None and padding.has_empty_rows:
+            keep = padding.empty_rows.to(h.device).view(1, -1, 1)
+            h, c = torch.where(keep, cache.h, h), torch.where(keep, cache.c, c)
+        return LSTMCache(h, c, cache.seen_tokens + seq_len)
 
 
 class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):

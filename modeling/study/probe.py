@@ -62,12 +62,7 @@ def probe_knowledge(
     category the world designed (from exposure) and `category` the one measured here. Continuations are
     `max_new_tokens` long, by default 2 more than the longest value of `people` takes.
     """
-    facts, prompts = [], []
-    for person in people:
-        for attribute, value in person.attributes.items():
-            openings = sentence_openings(person.name, attribute)
-            facts.append({"person": person, "attribute": attribute, "value": value, "openings": len(openings)})
-            prompts.extend(openings)
+    facts, prompts = _facts_and_prompts(people)
     if max_new_tokens is None:
         values = sorted({f" {fact['value']}" for fact in facts})
         max_new_tokens = 2 + max(len(ids) for ids in tokenizer(values, add_special_tokens=False)["input_ids"])
@@ -86,8 +81,36 @@ def probe_knowledge(
             top_k=0,
             num_return_sequences=num_samples,
         )
-    records, agreement = [], {}
-    start = 0
+    records = _fact_records(facts, greedy, sampled, num_samples)
+    agreement = {}
+    for record in records:
+        agreement.setdefault(record["knowledge"], Counter())[record["category"]] += 1
+    return {
+        "facts": records,
+        "agreement": {
+            knowledge: {category: counts[category] for category in PROBE_CATEGORIES}
+            for knowledge, counts in agreement.items()
+        },
+    }
+
+
+def _facts_and_prompts(people: list[Person]) -> tuple[list[dict], list[str]]:
+    """Every fact of `people` (its person, attribute, value and number of openings) and the openings, fact by fact."""
+    facts, prompts = [], []
+    for person in people:
+        for attribute, value in person.attributes.items():
+            openings = sentence_openings(person.name, attribute)
+            facts.append({"person": person, "attribute": attribute, "value": value, "openings": len(openings)})
+            prompts.extend(openings)
+    return facts, prompts
+
+
+def _fact_records(facts: list[dict], greedy: list[str], sampled: list[str], num_samples: int) -> list[dict]:
+    """One record per fact: how many of its greedy and sampled continuations state its value, and its category.
+
+    `greedy` holds one continuation per opening, in the order of `facts`; `sampled` `num_samples` per opening.
+    """
+    records, start = [], 0
     for fact in facts:
         end = start + fact["openings"]
         greedy_correct = [states_value(text, fact["value"]) for text in greedy[start:end]]
@@ -96,26 +119,18 @@ def probe_knowledge(
         ]
         start = end
         person = fact["person"]
-        category = probe_category(greedy_correct, sampled_correct)
         records.append(
             {
                 "person_id": person.person_id,
                 "attribute": fact["attribute"],
                 "group": person.group,
                 "knowledge": person.knowledge,
-                "category": category,
+                "category": probe_category(greedy_correct, sampled_correct),
                 "greedy_correct": sum(greedy_correct),
                 "sampled_correct": sum(sampled_correct),
             }
         )
-        agreement.setdefault(person.knowledge, Counter())[category] += 1
-    return {
-        "facts": records,
-        "agreement": {
-            knowledge: {category: counts[category] for category in PROBE_CATEGORIES}
-            for knowledge, counts in agreement.items()
-        },
-    }
+    return records
 
 
 __all__ = ["PROBE_CATEGORIES", "probe_category", "probe_knowledge", "sentence_openings", "states_value"]
