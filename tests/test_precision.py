@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
 from modeling import train_tokenizer
+from modeling.lstm import modeling_lstm
 from modeling.run_config import parse_run_config
 from modeling.scoring import answer_questions, score_questions
 from modeling.study.detector import evaluate_detectors
@@ -96,3 +97,17 @@ def test_the_detector_reads_given_answers_as_the_ones_it_would_generate(base, tm
     assert evaluate_detectors(model, tokenizer, dev, test, 0, given[0], right)["num_test_correct"] == len(test)
     with pytest.raises(ValueError, match="2 answers given for"):
         evaluate_detectors(model, tokenizer, dev, test, 0, given[0], (["a", "b"], [0.0, 0.0]))
+
+
+def test_without_a_bfloat16_lstm_kernel_the_recurrence_runs_in_float32_under_cpu_autocast(monkeypatch):
+    # oneDNN builds no LSTM for autocast's bfloat16 below AVX-512 (it raised on an AVX2 CPU); the layer then runs in
+    # float32 and gives exactly the float32 result. Forced here, so that it is checked on every CPU.
+    monkeypatch.setattr(modeling_lstm, "cpu_autocast_lstm_runs", lambda: False)
+    torch.manual_seed(0)
+    layer = modeling_lstm.LSTMLayer(8, 16)
+    inputs, h0, c0 = torch.randn(2, 5, 8), torch.randn(1, 2, 16), torch.randn(1, 2, 16)  # two distinct rows
+    expected, (h, c) = layer(inputs, (h0, c0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, (autocast_h, autocast_c) = layer(inputs, (h0, c0))
+    assert output.dtype == torch.float32 and not torch.equal(output[0], output[1])
+    assert torch.equal(output, expected) and torch.equal(autocast_h, h) and torch.equal(autocast_c, c)

@@ -4,6 +4,7 @@ The recurrent state travels as an [`LSTMCache`] under the name `cache` (the keyw
 5.24 uses for recurrent models), so `generate()` feeds one token per step after the prompt.
 """
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -85,7 +86,25 @@ class LSTMLayer(nn.LSTM):
             weights = (self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0)
             h, c = torch.lstm_cell(input[:, 0], (hx[0][0], hx[1][0]), *weights)  # (B, H) each
             return h.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0))
+        if torch.is_autocast_enabled("cpu") and self.weight_ih_l0.device.type == "cpu" and not cpu_autocast_lstm_runs():
+            # Below AVX-512, oneDNN has no LSTM for autocast's bfloat16 and fails; the recurrence runs in float32 there
+            # (the layers around it keep autocast).
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(input.float(), None if hx is None else tuple(t.float() for t in hx))
         return super().forward(input, hx)
+
+
+@functools.cache
+def cpu_autocast_lstm_runs() -> bool:
+    """Whether `torch.nn.LSTM` runs under CPU autocast (bfloat16) on this machine: oneDNN's LSTM does from AVX-512
+    on, and fails to build its kernel on AVX2 CPUs (or where `ONEDNN_MAX_CPU_ISA` caps it there). Tried once."""
+    lstm = nn.LSTM(1, 1)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
 
 
 class LSTMBlock(GradientCheckpointingLayer):
