@@ -9,8 +9,8 @@ Settings, each run for `--steps` training steps (forward, backward, AdamW) on ra
 (its batch, and bfloat16 autocast with float32 master weights where the machine runs bfloat16 natively); the other two
 separate the two changes (a machine without native bfloat16 runs only the float32 ones). The peak is the best of
 2048 x 2048 and 4096 x 4096 matrix products in float32 and in bfloat16, measured in the same run and under the same
-load. FLOPs per token: 6 x the parameters (2 forward, 4 backward; the tied
-embedding counts once, as the head's product). Threads: the scripts' automatic choice (`modeling.threads`).
+load. FLOPs per token: 6 x the parameters (2 forward, 4 backward; the tied embedding counts once, as the head's
+product). Threads: the scripts' automatic choice (`modeling.threads`).
 """
 
 import argparse
