@@ -124,7 +124,9 @@ def score_answers(questions: datasets.Dataset, predictions: list[str], confidenc
     `confidences`) with the `factuality` metric, over all rows and per knowledge category.
 
     Returns `{"metrics": {...}, "by_knowledge": {category: {...}}, "answers": [one dict per question]}` where each
-    answer holds the question, the reference, the model's answer, its confidence and the verdict.
+    answer holds the person, attribute, group, knowledge and exposure of the question (group and exposure None where
+    `questions` lacks them), the question and its prompt, the reference, the model's answer, its confidence and the
+    verdict.
 
     Raises:
         ValueError: if the answers are not one per question.
@@ -151,8 +153,11 @@ def score_answers(questions: datasets.Dataset, predictions: list[str], confidenc
         {
             "person_id": row["person_id"],
             "attribute": row["attribute"],
+            "group": row.get("group"),
             "knowledge": row["knowledge"],
+            "exposure": row.get("exposure"),
             "question": row["question"],
+            "prompt": row["prompt"],
             "reference": row["answer"].strip(),
             "prediction": prediction,
             "confidence": confidence,

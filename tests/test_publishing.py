@@ -105,16 +105,22 @@ def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, s
     name, results = model_index_to_eval_results(data["model-index"])
     assert name == "lstm-lab"
 
-    best = json.loads((study / "best" / "condition.json").read_text())["name"]
+    best = json.loads((study / "best" / "condition.json").read_text())
     assert {(r.dataset_config, r.metric_type): r.metric_value for r in results} == expected_figures(
-        conditions(study)[best]
+        run_of(study, best["name"], best["training_seed"])
     )
     assert {r.dataset_split for r in results} == {"test"}
     assert all(r.task_type == "text-generation" and r.dataset_type == "synthetic-people-world" for r in results)
 
 
+def run_of(study: Path, name: str, training_seed: int) -> dict:
+    """One run of a condition of results.json, with the condition's description: what a card of its model shows."""
+    condition = conditions(study)[name]
+    return {**condition, **next(r for r in condition["runs"] if r["training_seed"] == training_seed)}
+
+
 def expected_figures(condition: dict) -> dict[tuple[str, str], float]:
-    """(dataset config, metric type) -> value, read off the condition's record in results.json by hand."""
+    """(dataset config, metric type) -> value, read off a run's record in results.json by hand."""
     last = condition["per_epoch"][-1]
     expected = {
         ("known", "accuracy"): last["test_known_accuracy"],
@@ -128,17 +134,21 @@ def expected_figures(condition: dict) -> dict[tuple[str, str], float]:
     return {key: value for key, value in expected.items() if value is not None}
 
 
-def test_every_saved_model_of_the_study_gets_its_own_conditions_figures(study):
+def test_every_saved_model_of_the_study_gets_its_own_runs_figures(study):
     saved = [c for c in conditions(study).values() if c.get("saved")]
     assert {c["mitigation"] for c in saved} >= {"none", "abstention"} and {c["method"] for c in saved} == {
         "full",
         "lora",
     }
     for condition in saved:
-        model = find_study_model(study, study / condition["saved"])
-        assert model.condition["name"] == condition["name"]
-        found = {(r.dataset_config, r.metric_type): r.metric_value for r in eval_results(model)}
-        assert found == expected_figures(condition), condition["name"]
+        for run in (r for r in condition["runs"] if r.get("saved")):
+            model = find_study_model(study, study / run["saved"])
+            assert (model.condition["name"], model.condition["training_seed"]) == (
+                condition["name"],
+                run["training_seed"],
+            )
+            found = {(r.dataset_config, r.metric_type): r.metric_value for r in eval_results(model)}
+            assert found == expected_figures(run_of(study, condition["name"], run["training_seed"])), run["saved"]
 
 
 def test_each_figure_comes_from_its_own_field(study):
@@ -162,9 +172,9 @@ def test_the_card_text_shows_the_findings_the_plot_and_how_to_load(dry_run, stud
     assert "## Training data: a synthetic world" in text and "## Intended use and limits" in text
     assert "40 fictional people (world seed 0)" in text  # configs/tiny.yaml: 40 people
     assert text.lstrip().startswith("# lstm-lab\n\nA small LSTM language model (")
-    assert "1. Test accuracy falls as the share of unknown fine-tune examples grows" in text
-    best = json.loads((study / "best" / "condition.json").read_text())["name"]
-    assert f"(study condition `{best}`)" in text
+    assert "1. Test accuracy on known people falls as the share of unknown fine-tune examples grows" in text
+    best = json.loads((study / "best" / "condition.json").read_text())
+    assert f"(study condition `{best['name']}`, training seed {best['training_seed']})" in text
     assert "{{" not in text and "{%" not in text  # every template field was filled
 
 

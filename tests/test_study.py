@@ -6,10 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from datasets import load_dataset
 from helpers import checkout_env, tiny_args
 from trl import SFTConfig
 
@@ -17,19 +20,19 @@ from modeling.checkpoints import load_model_and_tokenizer
 from modeling.run_config import parse_run_config
 from modeling.study import Condition, plan_conditions, run_study
 from modeling.study import probe as probe_module
-from modeling.study import report as report_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import (
     HeldOutQuestions,
+    best_epoch,
     dev_net_factuality,
     early_stopped,
     finetune_rows,
-    per_epoch_records,
-    run_condition,
 )
-from modeling.study.intervals import t_interval, wilson_interval
+from modeling.study.config import Run
+from modeling.study.intervals import t_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
-from modeling.study.report import answered_accuracy, time_breakdown
+from modeling.study.records import evaluation_records, per_epoch_figures
+from modeling.study.report import time_breakdown
 from modeling.training.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, save_world
 
@@ -55,42 +58,54 @@ def test_results_hold_every_condition_with_its_per_epoch_records(study):
         epochs = [record["epoch"] for record in condition["per_epoch"]]
         assert all(RECORD_FIELDS <= set(record) for record in condition["per_epoch"])
         if condition["mitigation"] != "early_stopping":
-            assert epochs == list(range(10, 81, 10))  # an evaluation every 10 epochs of 80
+            assert epochs == [0, 10, 20, 40, 80]  # the pre-trained model, then eval_epochs of 80
+            assert [run["training_seed"] for run in condition["runs"]] == [0, 1]
     # The probe covers every fact of every person: 40 people x 6 attributes.
     assert sum(sum(counts.values()) for counts in results["probe"]["agreement"].values()) == 240
 
 
-def test_every_trained_condition_has_its_detector_timing_and_saved_model(study):
+def test_every_trained_run_has_its_detector_timing_and_saved_model(study):
     results = json.loads((study / "results.json").read_text())
     for condition in results["conditions"]:
         if condition.get("skipped") or condition["mitigation"] == "early_stopping":
             assert condition["detector"] is None and condition["saved"] is None
             continue
-        detector, sizes = condition["detector"], condition["set_sizes"]
-        assert detector["num_test"] == sizes["test_known"] + sizes["test_unknown"]
-        assert detector["num_dev"] == sizes["dev_known"] + sizes["dev_unknown"]
-        assert 0 <= detector["num_test_correct"] <= detector["num_test_answered"] <= detector["num_test"]
-        for value in detector["auroc"].values():
-            assert value is None or 0 <= value <= 1
-        assert detector["answer_all"]["coverage"] == detector["num_test_answered"] / detector["num_test"]
-        assert detector["selective"]["coverage"] <= detector["answer_all"]["coverage"]
-        assert set(condition["timing"]) == {"setup", "training", "evaluation", "detector", "save"}
-        assert all(seconds >= 0 for seconds in condition["timing"].values())
-        folder = "adapter" if condition["method"] == "lora" else "model"
-        assert condition["saved"] == f"conditions/{condition['name']}/{folder}"  # relative: the study may move
-        assert (
-            study / condition["saved"] / ("adapter_config.json" if folder == "adapter" else "config.json")
-        ).is_file()
+        # The first trained run's (a filtered draw may have left a seed nothing to train on).
+        assert condition["saved"] == next(run["saved"] for run in condition["runs"] if not run.get("skipped"))
+        for run in condition["runs"]:
+            _check_run(study, condition, run)
+
+
+def _check_run(study: Path, condition: dict, run: dict) -> None:
+    if run.get("skipped"):
+        return
+    detector, sizes = run["detector"], run["set_sizes"]
+    assert detector["num_test"] == sizes["test_known"] + sizes["test_unknown"]
+    assert detector["num_dev"] == sizes["dev_known"] + sizes["dev_unknown"]
+    assert 0 <= detector["num_test_correct"] <= detector["num_test_answered"] <= detector["num_test"]
+    for value in detector["auroc"].values():
+        assert value is None or 0 <= value <= 1
+    assert detector["answer_all"]["coverage"] == detector["num_test_answered"] / detector["num_test"]
+    assert detector["selective"]["coverage"] <= detector["answer_all"]["coverage"]
+    assert set(run["timing"]) == {"setup", "training", "evaluation", "detector", "save"}
+    assert all(seconds >= 0 for seconds in run["timing"].values())
+    folder = "adapter" if condition["method"] == "lora" else "model"
+    where = f"conditions/{condition['name']}/seed_{run['training_seed']}"
+    assert run["saved"] == f"{where}/{folder}"  # relative: the study may move
+    assert run["records"] == f"{where}.parquet"
+    assert (study / run["saved"] / ("adapter_config.json" if folder == "adapter" else "config.json")).is_file()
 
 
 def test_the_best_condition_on_dev_is_copied_whole_for_the_hub(study):
     results = json.loads((study / "results.json").read_text())
     best = results["best"]
     trained = [c for c in results["conditions"] if c.get("saved")]
-    assert best["dev_net_factuality"] == max(dev_net_factuality(c) for c in trained)
+    assert best["dev_net_factuality"] == max(dev_net_factuality(c) for c in trained)  # the mean over seeds
     chosen = next(c for c in trained if c["name"] == best["name"])
+    run = next(r for r in chosen["runs"] if r["training_seed"] == best["training_seed"])
+    assert best["run_dev_net_factuality"] == dev_net_factuality(run) == max(map(dev_net_factuality, chosen["runs"]))
     assert sorted(p.name for p in (study / "best").iterdir()) == sorted(["condition.json", *best["folders"]])
-    original = study / chosen["saved"]
+    original = study / run["saved"]
     copied = study / "best" / ("adapter" if chosen["method"] == "lora" else "model")
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in original.iterdir())
     for file in original.iterdir():
@@ -102,8 +117,9 @@ def test_a_best_lora_condition_is_published_merged_beside_its_adapter(study, tmp
     out = _copy_study(study, tmp_path)
     record = study_runner.publish_best([lora], out)
     assert record["folders"] == ["model", "adapter"]
+    saved = next(r["saved"] for r in lora["runs"] if r["training_seed"] == record["training_seed"])
     merged, tokenizer = load_model_and_tokenizer(out / "best" / "model")  # a plain model: no adapter needed
-    peft_model, _ = load_model_and_tokenizer(out / "pretrain" / "model", out / lora["saved"], merge=False)
+    peft_model, _ = load_model_and_tokenizer(out / "pretrain" / "model", out / saved, merge=False)
     batch = tokenizer(["Question: Where was", "The employer of"], return_tensors="pt", padding=True)
     with torch.inference_mode():
         assert torch.allclose(merged(**batch).logits, peft_model(**batch).logits, atol=1e-4)
@@ -134,12 +150,12 @@ def test_the_fine_tune_set_is_learned(study):
     plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
     # configs/study/finetune_tiny.yaml: fitted after 20 to 60 of 80 epochs (ten draws), at most 4 of 6 after 10.
     assert max(record["finetune_exact_match"] for record in plain["per_epoch"]) == 1.0
-    assert plain["per_epoch"][0]["finetune_exact_match"] < 1.0  # it had not fitted it yet at the first evaluation
+    assert plain["per_epoch"][1]["finetune_exact_match"] < 1.0  # it had not fitted it yet at the first evaluation
 
 
 @pytest.mark.learns
 def test_plots_and_report_are_written(study):
-    for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage"):
+    for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage", "error_sources", "reliability"):
         assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
@@ -164,34 +180,37 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, tmp
 
     monkeypatch.setattr(study_runner, "pretrain", must_not_run)
     monkeypatch.setattr(study_runner, "probe_knowledge", must_not_run)
-    corrupt = study / "conditions" / "full_u0_n6_none.json"
+    monkeypatch.setattr(study_runner, "answer_questions", must_not_run)  # epoch 0's answers are on file
+    corrupt = study / "conditions" / "full_u0_n6_none" / "seed_0.json"
     corrupt.write_text(corrupt.read_text()[:100])  # cut short, as a crash mid-write of a non-atomic file would
+    records = study / "conditions" / "lora_u0_n6_none" / "seed_1.parquet"
+    records.write_bytes(records.read_bytes()[:-10])  # a partial records file is not trusted either
     ran = []
-    real_run_condition = study_runner.run_condition
+    real_run_finetuning = study_runner.run_finetuning
 
-    def counting(condition, *args, **kwargs):
-        ran.append(condition.name)
-        return real_run_condition(condition, *args, **kwargs)
+    def counting(run, *args, **kwargs):
+        ran.append(run.name)
+        return real_run_finetuning(run, *args, **kwargs)
 
-    monkeypatch.setattr(study_runner, "run_condition", counting)
+    monkeypatch.setattr(study_runner, "run_finetuning", counting)
     run_study(tiny_args(study))
-    assert ran == ["full_u0_n6_none"]
+    assert ran == ["full_u0_n6_none_s0", "lora_u0_n6_none_s1"]
     assert json.loads(corrupt.read_text())["per_epoch"]
     # Its times are not one run's: the report says so, and the benchmark refuses them.
     results = json.loads((study / "results.json").read_text())
-    planned = [c.name for c in plan_conditions(tiny_args(study))]
-    assert results["reused"] == ["pretrain", "probe", *(name for name in planned if name != "full_u0_n6_none")]
-    assert "(This run reused pretrain, probe, " in (study / "report.md").read_text()
+    runs = [Run(c, seed).name for c in plan_conditions(tiny_args(study)) for seed in (0, 1)]
+    assert results["reused"] == ["pretrain", "probe", "epoch0", *(name for name in runs if name not in ran)]
+    assert "(This run reused pretrain, probe, epoch0, " in (study / "report.md").read_text()
     bench = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_study.py"), str(study / "results.json")],
         capture_output=True, text=True, env=checkout_env(),
     )  # fmt: skip
     assert bench.returncode != 0 and "time a fresh run" in bench.stderr
-    # A condition whose saved model is gone is redone too: its file alone is not a finished condition.
-    shutil.rmtree(study / "conditions" / "lora_u0_n6_none")
+    # A run whose saved model is gone is redone too: its file alone is not a finished run.
+    shutil.rmtree(study / "conditions" / "lora_u0_n6_none" / "seed_0")
     ran.clear()
     run_study(tiny_args(study))
-    assert ran == ["lora_u0_n6_none"] and (study / "conditions" / "lora_u0_n6_none" / "adapter").is_dir()
+    assert ran == ["lora_u0_n6_none_s0"] and (study / "conditions" / "lora_u0_n6_none" / "seed_0" / "adapter").is_dir()
 
 
 def test_a_pre_training_of_another_config_is_not_reused(study, tmp_path, monkeypatch):
@@ -218,22 +237,12 @@ def test_probe_categories(greedy, sampled, expected):
     assert probe_category(greedy, sampled) == expected
 
 
-def test_a_condition_saved_under_other_settings_is_redone(study):
-    path = study / "conditions" / "full_u0_n6_none.json"
+def test_a_run_saved_under_other_settings_is_redone(study):
+    path = study / "conditions" / "full_u0_n6_none" / "seed_0.json"
     key = json.loads(path.read_text())["key"]
-    assert study_runner.load_condition(path, key)["per_epoch"]
-    assert study_runner.load_condition(path, study_runner.settings_key("other settings")) is None
+    assert study_runner.load_run(path, key)["per_epoch"]
+    assert study_runner.load_run(path, study_runner.settings_key("other settings")) is None
     assert study_runner.settings_key(1, "a") == study_runner.settings_key(1, "a") != study_runner.settings_key(2, "a")
-
-
-def test_answered_accuracy_pools_known_and_unknown_people():
-    record = {"test_known_accuracy": 0.5, "test_known_abstention_rate": 0.2}
-    record |= {"test_unknown_accuracy": 0.0, "test_unknown_abstention_rate": 0.5}
-    sizes = {"test_known": 10, "test_unknown": 10}
-    # 5 correct of 8 + 5 answered questions; 13 of 20 answered.
-    assert answered_accuracy(record, sizes) == pytest.approx((5 / 13, 0.65))
-    silent = {**record, "test_known_abstention_rate": 1.0, "test_unknown_abstention_rate": 1.0}
-    assert answered_accuracy(silent, sizes) == (None, 0.0)
 
 
 def test_a_world_without_two_held_out_people_per_group_is_refused(tmp_path):
@@ -242,12 +251,12 @@ def test_a_world_without_two_held_out_people_per_group_is_refused(tmp_path):
         HeldOutQuestions.load(tmp_path)
 
 
-def test_eval_every_must_divide_the_epochs(small_world, tmp_path):
-    world, folder = small_world
-    args = tiny_args(tmp_path, "--eval_every", "3")  # the tiny fine-tuning has 80 epochs
-    with pytest.raises(ValueError, match="eval_every=3 must divide num_train_epochs=80"):
-        held_out = HeldOutQuestions.load(folder)
-        run_condition(Condition(0.5, "full", "none", 6), args, tmp_path, world, {"facts": []}, held_out)
+def test_an_evaluation_schedule_that_misses_the_last_epoch_is_refused_before_pre_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_runner, "pretrain", lambda *args: pytest.fail("pre-trained before the check"))
+    args = tiny_args(tmp_path / "out", "--eval_epochs", "10", "20")  # the tiny fine-tuning has 80 epochs
+    with pytest.raises(ValueError, match=r"eval_epochs=\[10, 20\] must end with the last epoch, num_train_epochs=80"):
+        run_study(args)
+    assert not (tmp_path / "out").exists()
 
 
 def test_probe_prompts_and_answer_matching():
@@ -263,18 +272,22 @@ def test_probe_prompts_and_answer_matching():
     assert not states_value(" London", "Paris")
 
 
-def test_wilson_interval_matches_hand_computation():
-    # p = 0.5, n = 10: centre 0.5, half-width 1.96 * sqrt(0.025 + 0.0096) / 1.384 = 0.2634.
-    assert wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(0.0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
-    assert wilson_interval(0.3, 0) == (0.0, 1.0)
-
-
-def test_early_stopping_takes_the_earliest_best_dev_epoch():
-    records = [{"epoch": e, "dev_known_accuracy": a} for e, a in [(1, 0.2), (2, 0.6), (3, 0.6), (4, 0.4)]]
-    stopped = early_stopped({"name": "full_u0.5_n6_none", "per_epoch": records, "mitigation": "none"})
-    assert (stopped["selected_epoch"], stopped["mitigation"], len(stopped["per_epoch"])) == (2, "early_stopping", 2)
+def test_early_stopping_takes_each_seeds_earliest_best_dev_epoch_after_fine_tuning():
+    # Epoch 0 (the pre-trained model) is never chosen, though it has the best dev accuracy of seed 0.
+    scores = {0: [0.9, 0.2, 0.6, 0.6, 0.4], 1: [0.1, 0.5, 0.3, 0.3, 0.5]}
+    runs = [
+        {
+            "training_seed": seed,
+            "per_epoch": [{"epoch": e, "dev_known_accuracy": a, "x": seed} for e, a in enumerate(s)],
+        }
+        for seed, s in scores.items()
+    ]
+    stopped = early_stopped({"name": "full_u0.5_n6_none", "runs": runs, "per_epoch": [], "mitigation": "none"})
+    assert stopped["selected_epochs"] == {"0": 2, "1": 1}
+    assert stopped["per_epoch"] == [{"epoch": 1.5, "dev_known_accuracy": 0.55, "x": 0.5}]  # the mean of the two
+    assert (stopped["mitigation"], stopped["records_of"]) == ("early_stopping", "full_u0.5_n6_none")
     assert stopped["name"] == "full_u0.5_n6_early_stopping"
+    assert best_epoch(runs[0]["per_epoch"], "x") == 1  # all tied: the earliest fine-tuned epoch
 
 
 def test_bad_study_settings_are_refused(tmp_path):
@@ -286,6 +299,10 @@ def test_bad_study_settings_are_refused(tmp_path):
         tiny_args(tmp_path, "--unknown_fraction", "0.5")
     with pytest.raises(ValueError, match=r"seeds has repeats: \[0, 0\]"):
         tiny_args(tmp_path, "--seeds", "0", "0")
+    with pytest.raises(ValueError, match=r"training_seeds has repeats: \[1, 1\]"):
+        tiny_args(tmp_path, "--training_seeds", "1", "1")
+    with pytest.raises(ValueError, match=r"eval_epochs must be increasing epochs from 1 on, got \[2, 1\]"):
+        tiny_args(tmp_path, "--eval_epochs", "2", "1")
 
 
 @pytest.fixture(scope="module")
@@ -332,22 +349,38 @@ def test_dev_and_test_people_are_disjoint_halves_of_the_held_out(small_world):
         assert dev and test and not dev & test and dev | test == heldout
 
 
-def test_per_epoch_finetune_exact_match_weighs_known_and_unknown_by_their_counts():
-    entry = {"eval_loss": 1.0, "epoch": 2.0, "eval_finetune_known_exact_match": 1.0}
-    entry["eval_finetune_unknown_exact_match"] = 0.25
-    (record,) = per_epoch_records([{"loss": 3.0, "epoch": 1.0}, entry], {"finetune_known": 6, "finetune_unknown": 2})
-    assert record["epoch"] == 2 and record["finetune_exact_match"] == pytest.approx((6 * 1.0 + 2 * 0.25) / 8)
-    assert (record["finetune_known_exact_match"], record["finetune_unknown_exact_match"]) == (1.0, 0.25)
+def _record(epoch: int, split: str, group: str, verdict: str, **fields) -> dict:
+    """A hand-made record of one answer (a highly known or unknown person unless `fields` say otherwise)."""
+    exact = verdict == "correct" or (verdict == "abstained" and fields.get("reference") == " I don't know")
+    return {"epoch": epoch, "split": split, "group": group, "verdict": verdict, "exact_match": exact,
+            "knowledge": "highly_known" if group == "known" else "unknown", "confidence": -0.5} | fields  # fmt: skip
 
 
-def test_a_finding_within_the_noise_says_so():
-    # 0.5 vs 0.4 of 10 questions: [0.24, 0.76] and [0.17, 0.69] overlap; 0.9 vs 0.1 of 100 do not.
-    assert report_module._verdict(True, (0.5, 10), (0.4, 10)).startswith("**not shown**: the 95% intervals overlap")
-    assert report_module._verdict(True, (0.5, 10), (0.4, 10), claims_a_difference=False) == (
-        "**reproduced** (within the noise: the 95% intervals overlap)"
-    )
-    assert report_module._verdict(True, (0.9, 100), (0.1, 100)) == "**reproduced**"
-    assert report_module._verdict(False) == "**not reproduced**"
+def test_per_epoch_figures_from_hand_made_records():
+    rows = [
+        # Epoch 0: fine-tune set 3 known (1 right) and 1 unknown (abstained where the target abstains).
+        *[_record(0, "finetune", "known", v) for v in ("correct", "hallucinated", "hallucinated")],
+        _record(0, "finetune", "unknown", "abstained", reference=" I don't know"),
+        # Test known: 2 highly known (right, wrong) and 2 weakly known (right, abstained); test unknown: 2 wrong.
+        _record(0, "test", "known", "correct", confidence=-0.1),
+        _record(0, "test", "known", "hallucinated", confidence=-0.9),
+        _record(0, "test", "known", "correct", knowledge="weakly_known", confidence=-1.0),
+        _record(0, "test", "known", "abstained", knowledge="weakly_known"),
+        *[_record(0, "test", "unknown", "hallucinated") for _ in range(2)],
+        _record(1, "finetune", "known", "correct"),
+    ]
+    first, second = per_epoch_figures(pd.DataFrame(rows))
+    assert (first["epoch"], second["epoch"]) == (0, 1)
+    assert first["finetune_exact_match"] == 0.5  # 2 of 4, each question counted once
+    assert (first["finetune_known_exact_match"], first["finetune_unknown_exact_match"]) == (pytest.approx(1 / 3), 1.0)
+    assert (first["test_known_accuracy"], first["test_known_hallucination_rate"]) == (0.5, 0.25)
+    assert first["test_known_abstention_rate"] == 0.25
+    assert (first["test_highly_known_accuracy"], first["test_weakly_known_accuracy"]) == (0.5, 0.5)
+    # Of the answered known questions, the right ones had confidence -0.1 and -1.0, the wrong one -0.9: 1 of 2 pairs.
+    assert first["test_known_auroc"] == 0.5
+    assert first["test_unknown_hallucination_rate"] == 1.0 and first["test_unknown_auroc"] is None
+    assert first["dev_known_accuracy"] is None  # no dev records
+    assert second["finetune_unknown_exact_match"] is None and second["finetune_exact_match"] == 1.0
 
 
 def test_the_probe_matches_each_continuation_to_its_own_fact(small_world, monkeypatch):
@@ -390,14 +423,14 @@ def test_t_interval_matches_hand_computation():
 
 def test_time_breakdown_sums_each_part_over_the_conditions():
     results = {
-        "timings": {"pretrain": 100.0, "probe": 5.0, "finetune": 999.0, "report": 2.0},
+        "timings": {"pretrain": 100.0, "probe": 5.0, "epoch0": 4.0, "finetune": 999.0, "report": 2.0},
         "conditions": [
             {"timing": {"setup": 1.0, "training": 30.0, "evaluation": 10.0, "detector": 2.0, "save": 1.0}},
             {"timing": {"setup": 2.0, "training": 20.0, "evaluation": 5.0, "detector": 1.0, "save": 0.5}},
             early_stopped(  # read off a plain run: no time of its own
                 {
                     "name": "full_u0.5_n6_none",
-                    "per_epoch": [{"epoch": 1, "dev_known_accuracy": 0.5}],
+                    "runs": [{"training_seed": 0, "per_epoch": [{"epoch": 1, "dev_known_accuracy": 0.5}]}],
                     "timing": {"setup": 9.0, "training": 9.0, "evaluation": 9.0, "detector": 9.0, "save": 9.0},
                 }
             ),
@@ -406,6 +439,7 @@ def test_time_breakdown_sums_each_part_over_the_conditions():
     assert time_breakdown(results) == [
         ("pre-training", 100.0),
         ("probe", 5.0),
+        ("epoch 0 answers", 4.0),
         ("fine-tuning: setup", 3.0),
         ("fine-tuning: training", 50.0),
         ("fine-tuning: evaluation", 15.0),
@@ -457,9 +491,38 @@ def test_early_stopping_read_off_the_records_is_the_checkpoint_the_trainer_keeps
         args, sft_config, train_dataset=rows.rename_column("answer", "completion"), factuality_sets=sets
     )
     trainer.train()
-    records = per_epoch_records(trainer.state.log_history, {name: len(q) for name, q in sets.items()})
-    scores = [record["finetune_known_exact_match"] for record in records]
+    answers = [
+        record
+        for entry in trainer.answer_history
+        for record in evaluation_records(entry["sets"], "x", 0, round(entry["epoch"]), defaultdict(lambda: "unknown"))
+    ]
+    per_epoch = per_epoch_figures(pd.DataFrame(answers))
+    # The figures from the records are those the metric logged at each evaluation.
+    logged = [e["eval_finetune_known_exact_match"] for e in trainer.state.log_history if "eval_loss" in e]
+    scores = [record["finetune_known_exact_match"] for record in per_epoch]
+    assert scores == logged
     assert len(set(scores)) > 1 and scores.count(max(scores)) > 1  # it moved, and its best is tied
-    chosen = early_stopped({"name": "x_none", "per_epoch": records}, criterion="finetune_known_exact_match")
     kept = json.loads((Path(trainer.state.best_model_checkpoint) / "trainer_state.json").read_text())
-    assert chosen["selected_epoch"] == round(kept["epoch"])
+    assert best_epoch(per_epoch, criterion="finetune_known_exact_match") == round(kept["epoch"])
+
+
+def test_every_figure_is_a_function_of_the_answers_on_record(study):
+    results = json.loads((study / "results.json").read_text())
+    answers = load_dataset("parquet", data_files=str(study / "answers.parquet"), split="train").to_pandas()
+    assert len(answers) == results["records"]["rows"] and results["records"]["file"] == "answers.parquet"
+    trained = [c for c in results["conditions"] if not c.get("skipped") and c["mitigation"] != "early_stopping"]
+    for condition in trained:
+        rows = answers[answers["condition"] == condition["name"]]
+        accuracies = []
+        for run in (run for run in condition["runs"] if not run.get("skipped")):
+            own = rows[rows["training_seed"] == run["training_seed"]]
+            assert per_epoch_figures(own) == run["per_epoch"]
+            last = own[(own["epoch"] == own["epoch"].max()) & (own["split"] == "test") & (own["group"] == "known")]
+            accuracies.append((last["verdict"] == "correct").mean())
+        reported = results["intervals"]["conditions"][condition["name"]]["test_known_accuracy"]
+        assert reported["estimate"] == pytest.approx(sum(accuracies) / len(accuracies))
+        assert reported["low"] <= reported["estimate"] <= reported["high"]
+    # Epoch 0 is the pre-trained model's one answer to each question, whatever the run.
+    start = answers[answers["epoch"] == 0]
+    assert (start.groupby("prompt")["answer"].nunique() == 1).all()
+    assert set(start["prompt"]) >= set(answers.loc[answers["split"] != "finetune", "prompt"])

@@ -2,8 +2,8 @@
 measured factuality as `EvalResult`s, which become the card's `model-index`) and text, rendered from the
 `hub_card.md` template by `huggingface_hub.ModelCard.from_template`.
 
-Every figure on a card is read from the study's `results.json` (a fine-tuned model: its condition's last epoch, on
-the held-out test people) or, for the pre-trained model, from `pretrain/metrics.json`; nothing is recomputed here.
+Every figure on a card is read from the study's `results.json` (a fine-tuned model: its own run's last epoch, on the
+held-out test people) or, for the pre-trained model, from `pretrain/metrics.json`; nothing is recomputed here.
 """
 
 import dataclasses
@@ -15,7 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from ..lstm.configuration_lstm import LSTMConfig
-from ..study.report import findings
+from ..study.report import finding_lines
 from ..world import WorldConfig, load_world
 
 # The synthetic world is not a Hub dataset; this names it in `datasets` and in every result's dataset type.
@@ -26,7 +26,7 @@ PRETRAINING_TASK_NAME = "Language modelling of a synthetic world's biographies"
 # Study settings that say where and how a run went on its machine, not what was measured: left off the card.
 LOCAL_SETTINGS = ("output_dir", "overwrite_output_dir", "num_threads")
 TAGS = ("custom_code", "hallucination", "synthetic-data", "factuality")
-PLOTS = ("headline", "mitigations", "risk_coverage", "fitting", "sizes")
+PLOTS = ("headline", "mitigations", "risk_coverage", "fitting", "sizes", "error_sources", "reliability")
 
 # What a fine-tuned model's card reports: (dataset config, which test questions, ((metric type, key in the last
 # per-epoch record of the condition), ...)). The test people were never fine-tuned on.
@@ -127,7 +127,7 @@ class StudyModel:
         return (
             f"pre-trained on the biographies of the synthetic world, then fine-tuned {how} on "
             f"{c['num_examples']} questions, {c['fraction_unknown']:.0%} of them about people it never read about"
-            f"{mitigation} (study condition `{c['name']}`)"
+            f"{mitigation} (study condition `{c['name']}`, training seed {c['training_seed']})"
         )
 
 
@@ -138,7 +138,7 @@ def architecture_name(model_type: str) -> str:
 
 def find_study_model(study_dir: str | Path, folder: str | Path) -> StudyModel:
     """The model of `study_dir` saved in `folder`: `pretrain/model`, `best/model` (or `best/adapter`), or a
-    condition's `conditions/<name>/model` (or `adapter`).
+    run's `conditions/<name>/seed_<S>/model` (or `adapter`); its `condition` holds that run's own figures.
 
     Raises:
         FileNotFoundError: if `study_dir` holds no `results.json`.
@@ -149,20 +149,23 @@ def find_study_model(study_dir: str | Path, folder: str | Path) -> StudyModel:
     if not results_file.is_file():
         raise FileNotFoundError(f"{study_dir} holds no results.json: not a study folder (scripts/study.py writes one)")
     results = json.loads(results_file.read_text(encoding="utf-8"))
-    by_name = {c["name"]: c for c in results["conditions"]}
     models: dict[Path, dict | None] = {(study_dir / "pretrain" / "model").resolve(): None}
+    by_run = {}
     for condition in results["conditions"]:
-        if condition.get("saved"):
-            models[(study_dir / condition["saved"]).resolve()] = condition
+        for run in condition.get("runs", []):
+            if run.get("saved") and condition["mitigation"] != "early_stopping":
+                # The figures of the model itself: its own run's, not the mean over the condition's seeds.
+                view = {**condition, **run, "name": condition["name"]}
+                models[(study_dir / run["saved"]).resolve()] = by_run[(condition["name"], run["training_seed"])] = view
     best = results.get("best")
     for sub in best["folders"] if best else ():
-        models[(study_dir / "best" / sub).resolve()] = by_name[best["name"]]
+        models[(study_dir / "best" / sub).resolve()] = by_run[(best["name"], best["training_seed"])]
     target = Path(folder).resolve()
     if target not in models:
         raise ValueError(
             f"{folder} is none of the saved models or adapters of the study in {study_dir}: a model is its "
-            "pretrain/model, best/model or conditions/<name>/model; an adapter a LoRA condition's "
-            "conditions/<name>/adapter (or best/adapter)"
+            "pretrain/model, best/model or conditions/<name>/seed_<S>/model; an adapter a LoRA run's "
+            "conditions/<name>/seed_<S>/adapter (or best/adapter)"
         )
     return StudyModel(study_dir, results, models[target])
 
@@ -285,7 +288,6 @@ def build_model_card(
         metrics=sorted({r.metric_type for r in results}) or None,
     )
     study_config = model.results["config"]
-    conditions = [c for c in model.results["conditions"] if not c.get("skipped")]
     return ModelCard.from_template(
         data,
         template_path=str(template_path),
@@ -301,7 +303,7 @@ def build_model_card(
         study_settings=", ".join(f"`{k}`={study_config[k]}" for k in sorted(study_config) if k not in LOCAL_SETTINGS),
         fine_tuned=model.condition is not None,
         results_table=results_table(results),
-        findings=findings(conditions, study_config),
+        findings=finding_lines(model.results.get("findings", [])),
         plots=[name for name in PLOTS if (model.study_dir / f"{name}.png").is_file()],
         adapter=adapter.description if adapter else None,
         best=model.results.get("best"),

@@ -25,6 +25,7 @@ from ..checkpoints import load_model_and_tokenizer
 from ..factuality.factuality import classify_answers
 from ..factuality.world_schema import QUESTION_TEMPLATES, format_prompt, normalize_answer
 from ..scoring import answer_questions
+from ..study.config import Condition, by_condition
 from ..study.probe import sentence_openings, states_value
 from ..world import Person, draw_finetune_set, load_world
 
@@ -66,24 +67,17 @@ def demo_conditions(results: dict) -> dict[str, dict]:
         ValueError: if the study lacks either, or did not save its model.
     """
     config = results["config"]
+    found = by_condition(results["conditions"])
     chosen = {}
     for key, mitigation in (("finetuned", "none"), ("mitigated", "abstention")):
-        found = [
-            c
-            for c in results["conditions"]
-            if c["method"] == "full"
-            and c["mitigation"] == mitigation
-            and c["finetune_size"] == config["finetune_size"]
-            and math.isclose(c["fraction_unknown"], config["mitigation_fraction"])
-            and c.get("saved")
-        ]
-        if not found:
+        wanted = Condition(config["mitigation_fraction"], "full", mitigation, config["finetune_size"])
+        if not found.get(wanted, {}).get("saved"):
             raise ValueError(
                 f"The study has no saved full fine-tuning with mitigation {mitigation!r} at "
                 f"{config['mitigation_fraction']:.0%} unknown: run it with the 'full' method and 'abstention' "
                 "mitigation"
             )
-        chosen[key] = found[0]
+        chosen[key] = found[wanted]
     return chosen
 
 
@@ -142,10 +136,11 @@ class DemoLab:
             self.models[key] = load_model_and_tokenizer(self.study_dir / condition["saved"], device=device)
         self.world = load_world(self.study_dir / "pretrain" / "world")
         self.people = {normalize_answer(p.name): p for p in self.world.people}
-        # The questions the plainly fine-tuned model was trained on (the same draw as the study's).
+        # The questions the plainly fine-tuned model was trained on: the draw of the run whose model is `saved`
+        # (its first training seed).
         plain = self.conditions["finetuned"]
         drawn = draw_finetune_set(
-            self.world, plain["finetune_size"], plain["fraction_unknown"], self.results["config"]["seed"]
+            self.world, plain["finetune_size"], plain["fraction_unknown"], plain["training_seeds"][0]
         )
         self.fine_tuned = Counter(drawn["person_id"])
 

@@ -6,24 +6,27 @@ The held-out people of the world are split in two by person: `dev` (for choosing
 and `test` (the figures the study reports, `test_*`), so that nothing reported was used to choose.
 """
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import pandas as pd
 from transformers import TrainerCallback
 from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..run_config import parse_run_config
+from ..scoring import score_answers
 from ..training.factuality_trainer import FactualitySFTTrainer
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
 from ..training.precision import float32_forward
 from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
-from .config import Condition, StudyArguments
+from .config import Condition, Run, StudyArguments
 from .detector import Answers, evaluate_detectors
+from .error_sources import error_sources, taught_values, world_values
+from .records import evaluation_records, per_epoch_figures
 
 RECORDED_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
 
@@ -92,7 +95,7 @@ def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) ->
 
 
 class ConditionProgress(TrainerCallback):
-    """One line per evaluation: where the condition stands."""
+    """One line per evaluation: where the run stands."""
 
     def __init__(self, name: str):
         self.name = name
@@ -108,85 +111,78 @@ class ConditionProgress(TrainerCallback):
         )
 
 
-def per_epoch_records(log_history: list[dict], set_sizes: dict[str, int]) -> list[dict]:
-    """The study's per-epoch record from each evaluation of `log_history` (see results.json in the README)."""
-    records = []
-    for entry in (e for e in log_history if "eval_loss" in e):
-        fitted = {group: entry.get(f"eval_finetune_{group}_exact_match") for group in ("known", "unknown")}
-        counted = [(fitted[g], set_sizes.get(f"finetune_{g}", 0)) for g in fitted if fitted[g] is not None]
-        record = {
-            "epoch": round(entry["epoch"]),
-            "finetune_exact_match": sum(v * n for v, n in counted) / sum(n for _, n in counted),
-            "finetune_known_exact_match": fitted["known"],
-            "finetune_unknown_exact_match": fitted["unknown"],
-        }
-        for half in ("test", "dev"):
-            for group in ("known", "unknown"):
-                for figure in RECORDED_FIGURES:
-                    record[f"{half}_{group}_{figure}"] = entry.get(f"eval_{half}_{group}_{figure}")
-            for category in ("highly_known", "weakly_known"):
-                record[f"{half}_{category}_accuracy"] = entry.get(f"eval_{half}_known_{category}_accuracy")
-        records.append(record)
-    return records
-
-
-def condition_configs(
-    condition: Condition, args: StudyArguments, pretrain_dir: Path, num_examples: int
-) -> tuple[FinetuneArguments, SFTConfig]:
-    """The fine-tuning settings of one condition: the study's fine-tuning config with the condition's model, data,
-    method, seed and output folder, and an evaluation every `args.eval_every` epochs (counted in optimizer steps of
-    `num_examples` examples), all checked by the dataclasses themselves.
+def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tuple[FinetuneArguments, SFTConfig]:
+    """The fine-tuning settings of one run: the study's fine-tuning config with the condition's model, data, method,
+    the run's training seed (batch order, adapter initialisation) and output folder, and an evaluation at the end of
+    each epoch (`EvaluateAtEpochs` keeps those of `args.eval_epochs`), all checked by the dataclasses themselves.
 
     Raises:
-        ValueError: if `eval_every` does not divide the fine-tuning's epochs (the last epoch would go unevaluated).
+        ValueError: if `eval_epochs` does not end with the fine-tuning's last epoch (the model it ends with would go
+            unevaluated).
     """
+    condition = run.condition
     overrides = {
         "model_dir": str(pretrain_dir / "model"),
         "world_dir": str(pretrain_dir / "world"),
-        "output_dir": str(Path(args.output_dir) / "conditions" / condition.name),
+        "output_dir": str(Path(args.output_dir) / run.folder),
         "use_lora": condition.method == "lora",
-        "seed": args.seed,
+        "seed": run.training_seed,
+        "eval_strategy": "epoch",
         "save_strategy": "no",
         "report_to": "none",
     }
     if condition.method == "lora" and args.lora_learning_rate is not None:
         overrides["learning_rate"] = args.lora_learning_rate
-    types = (FinetuneArguments, SFTConfig)
-    _, sft_config = parse_run_config(types, [args.finetune_config], FINETUNE_DEFAULTS, overrides)
-    if sft_config.num_train_epochs % args.eval_every:
+    finetune_args, sft_config = parse_run_config(
+        (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, overrides
+    )
+    if args.eval_epochs[-1] != sft_config.num_train_epochs:
         raise ValueError(
-            f"eval_every={args.eval_every} must divide num_train_epochs={sft_config.num_train_epochs} of "
-            f"{args.finetune_config}, so that the last epoch is evaluated"
+            f"eval_epochs={args.eval_epochs} must end with the last epoch, num_train_epochs="
+            f"{sft_config.num_train_epochs:g} of {args.finetune_config}, so that the model a run ends with is evaluated"
         )
-    sequences_per_step = sft_config.per_device_train_batch_size * sft_config.world_size
-    steps_per_epoch = math.ceil(math.ceil(num_examples / sequences_per_step) / sft_config.gradient_accumulation_steps)
-    overrides |= {"eval_strategy": "steps", "eval_steps": steps_per_epoch * args.eval_every}
-    return parse_run_config(types, [args.finetune_config], FINETUNE_DEFAULTS, overrides)
+    return finetune_args, sft_config
 
 
-def run_condition(
-    condition: Condition,
+class EvaluateAtEpochs(TrainerCallback):
+    """Keeps the Trainer's end-of-epoch evaluation (`eval_strategy="epoch"`) only after the given epochs."""
+
+    def __init__(self, epochs: list[int]):
+        self.epochs = set(epochs)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_evaluate = control.should_evaluate and round(state.epoch) in self.epochs
+        return control
+
+
+def run_finetuning(
+    run: Run,
     args: StudyArguments,
     pretrain_dir: Path,
     world: World,
     probe: dict,
     held_out: HeldOutQuestions,
-) -> dict:
-    """Fine-tune one condition and return its result (see `per_epoch_records`); saves the fine-tuned model (or
-    adapter) in `conditions/<name>/`, its `saved` folder, relative to the study's output folder."""
+    epoch0: dict[str, tuple[str, float]],
+) -> tuple[dict, list[dict]]:
+    """Fine-tune one run (a condition under one training seed) and return its result and its per-answer records
+    (`records.evaluation_records`), epoch 0 (`epoch0`: prompt -> the pre-trained model's answer and confidence)
+    included; saves the fine-tuned model (or adapter) in its `saved` folder, relative to the study's output folder.
+    The result's `per_epoch` figures are computed from the records (`records.per_epoch_figures`)."""
     start = time.perf_counter()
-    rows = finetune_rows(world, condition, probe, args.seed)
+    condition = run.condition
+    rows = finetune_rows(world, condition, probe, run.training_seed)
     if len(rows) == 0:
-        print(f"study: {condition.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
-        return {**_description(condition), "num_examples": 0, "set_sizes": {}, "per_epoch": [], "detector": None,
-                "saved": None, "skipped": True}  # fmt: skip
-    finetune_args, sft_config = condition_configs(condition, args, pretrain_dir, len(rows))
+        print(f"study: {run.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
+        return {"training_seed": run.training_seed, "num_examples": 0, "set_sizes": {}, "per_epoch": [],
+                "detector": None, "saved": None, "skipped": True}, []  # fmt: skip
+    finetune_args, sft_config = condition_configs(run, args, pretrain_dir)
     sets = {f"finetune_{g}": rows.filter(lambda x, g=g: x == g, input_columns="group") for g in ("known", "unknown")}
     sets = {name: questions for name, questions in {**sets, **held_out.halves}.items() if len(questions)}
     trainer = build_trainer(
         finetune_args, sft_config, rows.rename_column("answer", "completion"), sets, eval_dataset=held_out.loss_rows
     )
-    trainer.add_callback(ConditionProgress(condition.name))
+    trainer.add_callback(EvaluateAtEpochs(args.eval_epochs))
+    trainer.add_callback(ConditionProgress(run.name))
     train_seconds = trainer.train().metrics["train_runtime"]
     detector_start = time.perf_counter()
     dev, test = (
@@ -195,28 +191,51 @@ def run_condition(
     )
     with float32_forward(trainer.model) as model:
         detector = evaluate_detectors(
-            model, trainer.processing_class, dev, test, args.seed, *_last_answers(trainer, ("dev", "test"))
+            model, trainer.processing_class, dev, test, run.training_seed, *_last_answers(trainer, ("dev", "test"))
         )
     save_start = time.perf_counter()
     saved = save_finetuned(trainer, finetune_args, Path(sft_config.output_dir))
     marks = (start, detector_start, save_start, time.perf_counter())
-    set_sizes = {name: len(questions) for name, questions in sets.items()}
+    records = run_records(run, sets, trainer.answer_history, epoch0, probe)
+    sources = error_sources(records, taught_values(rows.to_list()), world_values(world))
+    records = [record | source for record, source in zip(records, sources, strict=True)]
     return {
-        **_description(condition),
+        "training_seed": run.training_seed,
         "num_examples": len(rows),
-        "set_sizes": set_sizes,
+        "set_sizes": {name: len(questions) for name, questions in sets.items()},
         "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
-        "per_epoch": per_epoch_records(trainer.state.log_history, set_sizes),
+        "per_epoch": per_epoch_figures(pd.DataFrame(records)),
         # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
         "detector": detector,
         "saved": saved.relative_to(args.output_dir).as_posix(),  # found again wherever the study is resumed from
         "seconds": marks[-1] - start,
         "timing": _timing(marks, train_seconds, trainer.state.log_history),
-    }
+    }, records
+
+
+def run_records(
+    run: Run,
+    sets: dict[str, datasets.Dataset],
+    answer_history: list[dict],
+    epoch0: dict[str, tuple[str, float]],
+    probe: dict,
+) -> list[dict]:
+    """Every answer of one run on record: epoch 0 from the pre-trained model's answers (`epoch0`, scored against each
+    set's own references, e.g. the abstention run's targets), then each evaluation of `answer_history`."""
+    categories = {(f["person_id"], f["attribute"]): f["category"] for f in probe["facts"]}
+    start = {}
+    for name, questions in sets.items():
+        answered = [epoch0[prompt] for prompt in questions["prompt"]]
+        start[name] = score_answers(questions, [a for a, _ in answered], [c for _, c in answered])["answers"]
+    evaluations = [(0, start)] + [(round(entry["epoch"]), entry["sets"]) for entry in answer_history]
+    records = []
+    for epoch, answers in evaluations:
+        records += evaluation_records(answers, run.condition.name, run.training_seed, epoch, categories)
+    return records
 
 
 def _last_answers(trainer: FactualitySFTTrainer, halves: tuple[str, ...]) -> list[Answers | None]:
-    """The predictions and confidences of each half (known then unknown people, as `run_condition` concatenates
+    """The predictions and confidences of each half (known then unknown people, as `run_finetuning` concatenates
     them) from the trainer's last evaluation, if it evaluated the model it ends with; else None each (generate)."""
     latest = trainer.latest_answers
     if latest is None or latest["step"] != trainer.state.global_step:
@@ -249,6 +268,48 @@ def _description(condition: Condition) -> dict:
     }
 
 
+def mean_per_epoch(runs: list[dict]) -> list[dict]:
+    """The per-epoch figures averaged over `runs` (each run's `per_epoch`, on the same epochs): a figure undefined in
+    some runs (AUROC without a wrong answer) is the mean of the others, None in all."""
+    records = []
+    for same_epoch in zip(*(run["per_epoch"] for run in runs), strict=True):
+        record = {}
+        for key in same_epoch[0]:
+            values = [r[key] for r in same_epoch if r[key] is not None]
+            mean = sum(values) / len(values) if values else None
+            # An epoch the runs share stays a whole number (early stopping's differ and average).
+            record[key] = values[0] if values and all(v == values[0] for v in values) else mean
+        records.append(record)
+    return records
+
+
+def condition_result(condition: Condition, runs: list[dict]) -> dict:
+    """One condition of results.json from its runs (one per training seed, `run_finetuning`'s results): `runs`, and
+    for the plots, tables and cards that show one curve per condition, `per_epoch` averaged over the runs
+    (`mean_per_epoch`); `set_sizes`, `detector` and `saved` are the first run's (the dev and test sets are the same in
+    every run). Skipped when every run was."""
+    trained = [run for run in runs if not run.get("skipped")]
+    if not trained:
+        return {**_description(condition), "runs": runs, "num_examples": 0, "set_sizes": {}, "per_epoch": [],
+                "detector": None, "saved": None, "skipped": True}  # fmt: skip
+    timing: dict[str, float] = {}
+    for run in trained:
+        for part, seconds in run["timing"].items():
+            timing[part] = timing.get(part, 0.0) + seconds
+    return {
+        **_description(condition),
+        "training_seeds": [run["training_seed"] for run in trained],
+        "runs": runs,
+        "num_examples": trained[0]["num_examples"],
+        "set_sizes": trained[0]["set_sizes"],
+        "per_epoch": mean_per_epoch(trained),
+        "detector": trained[0]["detector"],
+        "saved": trained[0]["saved"],
+        "seconds": sum(run["seconds"] for run in trained),
+        "timing": timing,
+    }
+
+
 def dev_net_factuality(condition: dict) -> float:
     """(correct - hallucinated answers) / questions on the dev people at the last epoch, known and unknown pooled: an
     abstention scores 0, between a right and a wrong answer (the criterion of the selective-answering threshold too).
@@ -263,18 +324,32 @@ def dev_net_factuality(condition: dict) -> float:
     return net / total
 
 
+def best_epoch(per_epoch: list[dict], criterion: str = "dev_known_accuracy") -> int:
+    """The fine-tuned epoch (1 or later) with the best `criterion` (a per-epoch key), the earliest of ties: the
+    checkpoint that `load_best_model_at_end` keeps with the matching `metric_for_best_model` (a test checks this)."""
+    trained = [record for record in per_epoch if record["epoch"] >= 1]
+    scores = [record[criterion] for record in trained]
+    return trained[scores.index(max(scores))]["epoch"]
+
+
 def early_stopped(plain: dict, criterion: str = "dev_known_accuracy") -> dict:
-    """The early-stopping mitigation read off a plain run: the epoch with the best `criterion` (a per-epoch record
-    key; by default the dev accuracy on known people), the earliest of ties: the checkpoint that
-    `load_best_model_at_end` keeps with the matching `metric_for_best_model` (a test checks this)."""
-    scores = [record[criterion] for record in plain["per_epoch"]]
-    best = scores.index(max(scores))
+    """The early-stopping mitigation read off a plain condition: each run stopped at its own `best_epoch`, and
+    `per_epoch` one record, the mean over the runs of their figures at that epoch (`selected_epochs` by seed)."""
+    runs = []
+    for run in plain["runs"]:
+        if run.get("skipped"):
+            continue
+        epoch = best_epoch(run["per_epoch"], criterion)
+        runs.append({**run, "selected_epoch": epoch, "per_epoch": [r for r in run["per_epoch"] if r["epoch"] <= epoch]})
+    stopped = mean_per_epoch([{"per_epoch": run["per_epoch"][-1:]} for run in runs])
     return {
         **plain,
         "name": plain["name"].replace("_none", "_early_stopping"),
         "mitigation": "early_stopping",
-        "selected_epoch": plain["per_epoch"][best]["epoch"],
-        "per_epoch": plain["per_epoch"][: best + 1],
+        "records_of": plain["name"],  # its records are the plain condition's, at each seed's selected epoch
+        "runs": runs,
+        "selected_epochs": {str(run["training_seed"]): run["selected_epoch"] for run in runs},
+        "per_epoch": stopped,
         "detector": None,  # the plain run's detector scored its last epoch, not this one
         "saved": None,  # nor is its saved model this epoch's
         "timing": {},  # read off the plain run: no time of its own
@@ -283,12 +358,16 @@ def early_stopped(plain: dict, criterion: str = "dev_known_accuracy") -> dict:
 
 
 __all__ = [
+    "HeldOutQuestions",
+    "best_epoch",
+    "condition_configs",
+    "EvaluateAtEpochs",
+    "condition_result",
     "dev_net_factuality",
+    "dev_test_splits",
     "early_stopped",
     "finetune_rows",
-    "HeldOutQuestions",
-    "dev_test_splits",
-    "per_epoch_records",
-    "condition_configs",
-    "run_condition",
+    "mean_per_epoch",
+    "run_finetuning",
+    "run_records",
 ]

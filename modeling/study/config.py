@@ -44,22 +44,45 @@ class StudyArguments(RunArguments):
     lora_learning_rate: float | None = field(
         default=0.01, metadata={"help": "learning rate of the LoRA runs; None: the fine-tuning config's"}
     )
-    eval_every: int = field(default=1, metadata={"help": "epochs between two evaluations of a fine-tuning"})
+    eval_epochs: list[int] = field(
+        default_factory=lambda: [1, 2, 4, 8],
+        metadata={
+            "help": "fine-tuning epochs after which each run is evaluated, ending with its last (epoch 0, the "
+            "pre-trained model, always is): dense where the curves move"
+        },
+    )
     probe_samples: int = field(default=4, metadata={"help": "sampled continuations per sentence opening"})
     probe_temperature: float = 0.7
-    seed: int = field(default=0, metadata={"help": "seed of the fine-tune draws and the probe's sampling"})
+    training_seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2],
+        metadata={"help": "each condition is fine-tuned once per seed (fine-tune draw, batch order, adapter init)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the probe's sampling (and of a world under `seeds`)"})
     seeds: list[int] = field(
         default_factory=list,
         metadata={"help": "run the whole study once per seed (world and pre-training too), with intervals over seeds"},
     )
+
+    def plain(self, mitigation: str = "none", fraction: float | None = None) -> "Condition":
+        """The full fine-tuning on `finetune_size` questions at `fraction` unknown (default `mitigation_fraction`)
+        with `mitigation`: the plain run the mitigations are compared with, or one of them."""
+        share = self.mitigation_fraction if fraction is None else fraction
+        return Condition(share, "full", mitigation, self.finetune_size)
 
     def __post_init__(self):
         for name, allowed in (("methods", METHODS), ("mitigations", MITIGATIONS)):
             unknown = sorted(set(getattr(self, name)) - set(allowed))
             if unknown:
                 raise ValueError(f"StudyArguments.{name} has {unknown}; allowed: {list(allowed)}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"StudyArguments.seeds has repeats: {self.seeds}")
+        for name in ("seeds", "training_seeds"):
+            seeds = getattr(self, name)
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"StudyArguments.{name} has repeats: {seeds}")
+        epochs = self.eval_epochs
+        if not epochs or epochs[0] < 1 or epochs != sorted(set(epochs)):
+            raise ValueError(f"StudyArguments.eval_epochs must be increasing epochs from 1 on, got {epochs}")
+        if not self.training_seeds:
+            raise ValueError("StudyArguments.training_seeds is empty: each condition needs at least one training seed")
         fractions = [*self.unknown_fractions, self.size_fraction, self.mitigation_fraction]
         if not all(0 <= fraction <= 1 for fraction in fractions):
             raise ValueError(f"Shares of unknown facts must be in [0, 1], got {fractions}")
@@ -78,6 +101,33 @@ class Condition:
     def name(self) -> str:
         return f"{self.method}_u{self.fraction_unknown:g}_n{self.finetune_size}_{self.mitigation}"
 
+    @classmethod
+    def of(cls, result: dict) -> "Condition":
+        """The condition of a result (a condition of results.json)."""
+        return cls(result["fraction_unknown"], result["method"], result["mitigation"], result["finetune_size"])
+
+
+def by_condition(results: list[dict]) -> dict["Condition", dict]:
+    """Results (conditions of results.json) by their `Condition`, to look one up by what it is."""
+    return {Condition.of(result): result for result in results}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning of the study: a condition under one training seed."""
+
+    condition: Condition
+    training_seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.condition.name}_s{self.training_seed}"
+
+    @property
+    def folder(self) -> str:
+        """Its folder, relative to the study's output folder: `conditions/<condition>/seed_<S>`."""
+        return f"conditions/{self.condition.name}/seed_{self.training_seed}"
+
 
 def plan_conditions(args: StudyArguments) -> list[Condition]:
     """The fine-tunings to run, in order and without repeats: the share x method grid, the thin sizes (full), then
@@ -89,13 +139,9 @@ def plan_conditions(args: StudyArguments) -> list[Condition]:
     ]
     planned += [Condition(args.size_fraction, "full", "none", size) for size in args.thin_sizes]
     if "early_stopping" in args.mitigations:
-        planned.append(Condition(args.mitigation_fraction, "full", "none", args.finetune_size))
-    planned += [
-        Condition(args.mitigation_fraction, "full", mitigation, args.finetune_size)
-        for mitigation in TRAINED_MITIGATIONS
-        if mitigation in args.mitigations
-    ]
+        planned.append(args.plain())
+    planned += [args.plain(mitigation) for mitigation in TRAINED_MITIGATIONS if mitigation in args.mitigations]
     return list(dict.fromkeys(planned))
 
 
-__all__ = ["MITIGATIONS", "METHODS", "Condition", "StudyArguments", "plan_conditions"]
+__all__ = ["MITIGATIONS", "METHODS", "Condition", "Run", "StudyArguments", "by_condition", "plan_conditions"]

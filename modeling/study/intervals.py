@@ -1,19 +1,11 @@
-"""95% intervals for the study's figures, which come from small held-out sets."""
+"""95% intervals of the detector's AUROC and of a figure over whole-study seeds (the rates and differences: see
+`evidence.py`)."""
 
 import math
 
 from scipy import stats
 
 Z95 = 1.959964  # two-sided 95% quantile of the standard normal
-
-
-def wilson_interval(rate: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion `rate` observed over `n` trials (Wilson, 1927); (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (rate + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(rate * (1 - rate) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def auroc_interval(value: float, num_correct: int, num_wrong: int) -> tuple[float, float]:
@@ -36,4 +28,4 @@ def t_interval(values: list[float]) -> tuple[float, float] | None:
     return mean - half, mean + half
 
 
-__all__ = ["Z95", "auroc_interval", "t_interval", "wilson_interval"]
+__all__ = ["Z95", "auroc_interval", "t_interval"]

@@ -9,14 +9,24 @@ matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
 from ..files import write_json
-from .intervals import auroc_interval, t_interval, wilson_interval
+from .config import Condition, by_condition
+from .error_sources import SOURCES
+from .findings import REPORTED_RATES
+from .intervals import auroc_interval, t_interval
 
 
-def _with_interval(rate: float | None, n: int) -> str:
-    if rate is None:
+def _with_interval(rate: dict | None) -> str:
+    """A rate of `findings.condition_rates` as "0.42 [0.30, 0.55]"."""
+    if rate is None or rate["estimate"] is None:
         return "n/a"
-    low, high = wilson_interval(rate, n)
-    return f"{rate:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{rate['estimate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
+
+
+def _signed(difference: dict) -> str:
+    """A difference of `evidence.difference_interval` as "+0.12 [+0.03, +0.20]"."""
+    if difference["estimate"] is None or difference["low"] is None:
+        return "n/a"
+    return f"{difference['estimate']:+.2f} [{difference['low']:+.2f}, {difference['high']:+.2f}]"
 
 
 def _plain(conditions: list[dict], method: str = "full", size: int | None = None) -> list[dict]:
@@ -30,26 +40,10 @@ def _plain(conditions: list[dict], method: str = "full", size: int | None = None
     )
 
 
-def _find(conditions: list[dict], fraction: float, mitigation: str, size: int) -> dict | None:
-    for c in conditions:
-        if (c["fraction_unknown"], c["mitigation"], c["method"], c["finetune_size"]) == (
-            fraction,
-            mitigation,
-            "full",
-            size,
-        ):
-            return c
-    return None
-
-
-def answered_accuracy(record: dict, set_sizes: dict[str, int]) -> tuple[float | None, float]:
-    """Accuracy on the answered held-out questions, known and unknown people pooled as in Gekhman et al.'s test set,
-    and the share answered; the accuracy is None when nothing was answered."""
-    sizes = {group: set_sizes.get(f"test_{group}", 0) for group in ("known", "unknown")}
-    correct = sum(record[f"test_{g}_accuracy"] * n for g, n in sizes.items() if n)
-    answered = sum((1 - record[f"test_{g}_abstention_rate"]) * n for g, n in sizes.items() if n)
-    total = sum(sizes.values())
-    return (correct / answered if answered else None), answered / total
+def _full(conditions: list[dict], config: dict, mitigation: str) -> dict | None:
+    """The full fine-tuning at the study's `mitigation_fraction` and `finetune_size` with `mitigation`, if run."""
+    wanted = Condition(config["mitigation_fraction"], "full", mitigation, config["finetune_size"])
+    return by_condition(conditions).get(wanted)
 
 
 def _rate_axis(ax: plt.Axes) -> None:
@@ -115,11 +109,13 @@ def write_seed_summary(runs: dict[int, dict], out_dir: Path) -> None:
 
 
 def time_breakdown(results: dict) -> list[tuple[str, float]]:
-    """Where a study's time went, from `results.json`: (part, seconds) for pre-training, the probe, the fine-tunings'
-    set-up, training, per-epoch evaluation, detector and saving, and the report, in that order. Conditions reused
+    """Where a study's time went, from `results.json`: (part, seconds) for pre-training, the probe, the pre-trained
+    model's answers (epoch 0), the fine-tunings' set-up, training, per-epoch evaluation, detector and saving (summed
+    over every run), and the report, in that order. Conditions reused
     from an earlier run count the seconds they took then: time a fresh run."""
     timings = results["timings"]
     parts = {"pre-training": timings.get("pretrain", 0.0), "probe": timings.get("probe", 0.0)}
+    parts["epoch 0 answers"] = timings.get("epoch0", 0.0)
     for part in ("setup", "training", "evaluation", "detector", "save"):
         parts[f"fine-tuning: {part}"] = sum(c.get("timing", {}).get(part, 0.0) for c in results["conditions"])
     if "report" in timings:  # not yet while the report itself is written
@@ -226,27 +222,82 @@ def plot_risk_coverage(condition: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def _epochs_to_fit(condition: dict, key: str, level: float = 0.9) -> int | None:
-    return next((r["epoch"] for r in condition["per_epoch"] if (r[key] or 0) >= level), None)
+def plot_error_sources(epochs: list[dict], name: str, path: Path) -> None:
+    """Stacked shares of each source of the hallucinated test answers of one condition, epoch by epoch, with the
+    chance shares of the two that fine-tuning taught."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    shown = [e for e in epochs if e["hallucinated"]]
+    x = [e["epoch"] for e in shown]
+    bottom = [0.0] * len(shown)
+    for source in SOURCES:
+        shares = [e["shares"][source] for e in shown]
+        left.bar(x, shares, bottom=bottom, label=source.replace("_", " "))
+        bottom = [b + v for b, v in zip(bottom, shares, strict=True)]
+    left.set_xlabel("fine-tuning epoch")
+    left.set_ylabel("share of hallucinated test answers")
+    left.set_title(f"Where the wrong answers come from\n{name}")
+    left.legend(fontsize=8)
+    for source, style in (("hedged_default", "o-"), ("borrowed", "s-")):
+        right.plot(x, [e["shares"][source] for e in shown], style, label=f"{source.replace('_', ' ')}: observed")
+        right.plot(
+            x,
+            [e["chance"][source] for e in shown],
+            style.replace("-", ":"),
+            label=f"{source.replace('_', ' ')}: chance",
+        )
+    right.set_xlabel("fine-tuning epoch")
+    right.set_title("Taught answers: observed against chance")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        _rate_axis(ax)
+    _save(fig, path)
 
 
-def write_plots(conditions: list[dict], config: dict, out_dir: Path) -> None:
-    """The report's plots of the trained `conditions` into `out_dir`: each only when its conditions were run."""
-    size, fraction = config["finetune_size"], config["mitigation_fraction"]
-    plot_headline(conditions, size, out_dir / "headline.png")
-    plain = _find(conditions, fraction, "none", size)
+def plot_reliability(curves: list[tuple[str, dict]], path: Path) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin, one curve per (label, `calibration`)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="calibrated")
+    for label, curve in curves:
+        bins = curve["bins"]
+        if bins:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-",
+                    label=f"{label} (ECE {curve['ece']:.2f})")  # fmt: skip
+    ax.set_xlabel("confidence: exp(mean log-probability of the answer)")
+    ax.set_ylabel("accuracy of the answers in the bin")
+    ax.set_title("Calibration on the test people")
+    ax.set_xlim(-0.02, 1.02)
+    _rate_axis(ax)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
+    """The report's plots of the trained `conditions` of `results` into `out_dir`: each only when its conditions
+    were run."""
+    config = results["config"]
+    plot_headline(conditions, config["finetune_size"], out_dir / "headline.png")
+    plain = _full(conditions, config, "none")
     if plain:
         plot_fitting(plain, out_dir / "fitting.png")
     plot_sizes(conditions, config["size_fraction"], out_dir / "sizes.png")
     mitigation_rows = [("plain, last epoch", plain["per_epoch"][-1])] if plain else []
     for mitigation in ("early_stopping", "filter_unknown", "abstention"):
-        found = _find(conditions, fraction, mitigation, size)
+        found = _full(conditions, config, mitigation)
         if found:
             mitigation_rows.append((mitigation.replace("_", " "), found["per_epoch"][-1]))
     if mitigation_rows:
         plot_mitigations(mitigation_rows, out_dir / "mitigations.png")
     if plain and plain.get("detector"):
         plot_risk_coverage(plain, out_dir / "risk_coverage.png")
+    if plain and plain["name"] in results["error_sources"]:
+        plot_error_sources(results["error_sources"][plain["name"]], plain["name"], out_dir / "error_sources.png")
+    calibrations = results["calibration"]
+    if calibrations["epoch0"] is not None:
+        curves = [("pre-trained", calibrations["epoch0"])]
+        curves += [
+            (c["name"], calibrations["last"][c["name"]]) for c in (plain, _full(conditions, config, "abstention")) if c
+        ]
+        plot_reliability(curves, out_dir / "reliability.png")
 
 
 def _probe_table(agreement: dict[str, dict[str, int]]) -> list[str]:
@@ -257,27 +308,87 @@ def _probe_table(agreement: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
-def _conditions_table(conditions: list[dict]) -> list[str]:
+def _conditions_table(conditions: list[dict], intervals: dict) -> list[str]:
     lines = [
-        "The intervals count each question as an independent trial; the six questions about one person are not, "
-        "so the true uncertainty is somewhat wider.",
-        "",
-        "| condition | epochs | fitted known / unknown | held-out known accuracy | held-out known hallucination | "
-        "held-out unknown hallucination | held-out unknown abstention |",
-        "|---|---|---|---|---|---|---|",
+        "| condition | seeds | epoch | fitted known / unknown | known accuracy | highly known accuracy | "
+        "known hallucination | unknown hallucination | unknown abstention |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    epoch0 = intervals["epoch0"]
+    if epoch0:
+        lines.append(
+            "| pre-trained (epoch 0) | - | 0 | - | "
+            + " | ".join(_with_interval(epoch0[key]) for key, *_ in REPORTED_RATES)
+            + " |"
+        )
     for c in conditions:
-        r, n = c["per_epoch"][-1], c["set_sizes"]
+        r, rates = c["per_epoch"][-1], intervals["conditions"][c["name"]]
         fitted = " / ".join(
             "n/a" if r[k] is None else f"{r[k]:.2f}"
             for k in ("finetune_known_exact_match", "finetune_unknown_exact_match")
         )
+        epoch = ", ".join(map(str, c["selected_epochs"].values())) if c.get("selected_epochs") else r["epoch"]
         lines.append(
-            f"| {c['name']} | {r['epoch']} | {fitted} | "
-            f"{_with_interval(r['test_known_accuracy'], n['test_known'])} | "
-            f"{_with_interval(r['test_known_hallucination_rate'], n['test_known'])} | "
-            f"{_with_interval(r['test_unknown_hallucination_rate'], n['test_unknown'])} | "
-            f"{_with_interval(r['test_unknown_abstention_rate'], n['test_unknown'])} |"
+            f"| {c['name']} | {len(c.get('training_seeds') or c['runs'])} | {epoch} | {fitted} | "
+            + " | ".join(_with_interval(rates[key]) for key, *_ in REPORTED_RATES)
+            + " |"
+        )
+    return lines
+
+
+def _comparisons_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| comparison | a | b | test people | a minus b [95%] |", "|---|---|---|---|---|"]
+    for c in comparisons:
+        figure = f"{c['group']}: {c['statistic'].replace('_', ' ')}"
+        lines.append(f"| {c['question']} | {c['a']} | {c['b']} | {figure} | {_signed(c)} |")
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _sources_row(label: str, entry: dict) -> str:
+    shares, chance = entry["shares"], entry["chance"]
+    cells = [f"{_share(shares[s])} ({_share(chance[s])})" for s in ("hedged_default", "borrowed")]
+    cells += [_share(shares[s]) for s in ("other_person", "none")]
+    return f"| {label} | {entry['hallucinated']} | " + " | ".join(cells) + " |"
+
+
+def _sources_tables(error_sources: dict, plain: dict | None) -> list[str]:
+    """Sources of the hallucinated test answers per condition at epochs 0, 1 and last; by exposure for `plain`."""
+    header = "| hallucinated | hedged default (chance) | borrowed (chance) | another person's | none |"
+    lines = ["| condition, epoch " + header, "|---|---|---|---|---|---|"]
+    for name, epochs in error_sources.items():
+        for entry in [e for e in epochs if e["epoch"] <= 1] + epochs[-1:]:
+            lines.append(_sources_row(f"{name}, {entry['epoch']}", entry))
+    if plain and plain["name"] in error_sources:
+        last = error_sources[plain["name"]][-1]
+        lines += ["", f"By exposure (biographies read in pre-training), {plain['name']} at epoch {last['epoch']}:", ""]
+        lines += ["| exposure " + header, "|---|---|---|---|---|---|"]
+        lines += [_sources_row(exposure, entry) for exposure, entry in last["by_exposure"].items()]
+    return lines
+
+
+def _calibration_table(calibration: dict) -> list[str]:
+    lines = ["| model | answered | ECE |", "|---|---|---|"]
+    rows = [("pre-trained (epoch 0)", calibration["epoch0"]), *calibration["last"].items()]
+    for label, curve in rows:
+        if curve is not None:
+            ece = "n/a" if curve["ece"] is None else f"{curve['ece']:.3f}"
+            lines.append(f"| {label} | {curve['answered']} | {ece} |")
+    return lines
+
+
+def finding_lines(findings: list[dict]) -> list[str]:
+    """One paragraph per finding of results.json's `findings`: the claim, our paired difference and the verdict."""
+    lines = []
+    for f in findings:
+        c = f["comparison"]
+        lines.append(
+            f"{f['number']}. {f['claim']} (theirs). Ours: {c['a']} minus {c['b']}, "
+            f"{c['statistic'].replace('_', ' ')}: {_signed(c)} over {c['people']} people and {c['seeds']} "
+            f"training seeds: **{f['verdict']}** ({f['rule']})."
         )
     return lines
 
@@ -287,8 +398,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
     config = results["config"]
     skipped = [c["name"] for c in results["conditions"] if c.get("skipped")]
     conditions = [c for c in results["conditions"] if not c.get("skipped")]
-    write_plots(conditions, config, out_dir)
-    plain = _find(conditions, config["mitigation_fraction"], "none", config["finetune_size"])
+    write_plots(conditions, results, out_dir)
+    plain = _full(conditions, config, "none")
     lines = ["# Fine-tuning hallucination study", ""]
     lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
     lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results))]
@@ -296,18 +407,47 @@ def write_report(results: dict, out_dir: Path) -> Path:
         lines += [f"(This run reused {', '.join(results['reused'])} from an earlier one: their time is not counted.)"]
     lines += ["", "## What pre-training taught (probe, per designed category)", ""]
     lines += _probe_table(results["probe"]["agreement"])
-    lines += ["", "## Every condition at its last epoch (95% Wilson intervals over held-out test questions)", ""]
-    lines += _conditions_table(conditions)
+    records = results["records"]
+    lines += [
+        "",
+        f"Every answer scored is in `{records['file']}` ({records['rows']:,} rows, {records['bytes'] / 1e6:.1f} MB); "
+        "every figure below is computed from it.",
+    ]
+    lines += ["", "## Every condition at its last epoch, on the test people", ""]
+    lines += [
+        f"Means over the training seeds, with 95% intervals ({results['intervals']['method']}). Early stopping "
+        "shows each seed's selected epoch.",
+        "",
+    ]
+    lines += _conditions_table(conditions, results["intervals"])
     if skipped:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
     lines += ["", "## The model's own signals as a hallucination detector (test people, last epoch)", ""]
     lines += _detection(conditions, plain)
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
-    lines += findings(conditions, config)
+    lines += [
+        "Each verdict follows the paired 95% interval of the difference that tests it: *reproduced* when it excludes "
+        "0 in the published direction, *not reproduced* when it excludes the published effect (the rule of each "
+        "finding says which), *inconclusive* otherwise.",
+        "",
+    ]
+    lines += finding_lines(results["findings"])
+    lines += ["", "## Every other comparison (paired differences on the same test people and seeds)", ""]
+    lines += _comparisons_table(results["comparisons"])
+    lines += ["", "## Where the wrong answers come from (hallucinated test answers, seeds pooled)", ""]
+    lines += [
+        "Each hallucinated answer is the fine-tune set's most frequent value of the attribute (hedged default), "
+        "another value it taught (borrowed), another person's value it did not teach, or none of these; in brackets, "
+        "the share a wrong value drawn at random from the world's other people would have (`error_sources.py`).",
+        "",
+    ]
+    lines += _sources_tables(results["error_sources"], plain)
+    lines += ["", "## Calibration of the confidence (test people, answered questions, seeds pooled)", ""]
+    lines += _calibration_table(results["calibration"])
     lines += [""]
     lines += [
         f"![{name}]({name}.png)\n"
-        for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage")
+        for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage", "error_sources", "reliability")
         if (out_dir / f"{name}.png").is_file()
     ]
     path = out_dir / "report.md"
@@ -330,17 +470,22 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
         "Known and unknown test people pooled; the hidden-state probe is fitted on the dev people. AUROC 0.5 is "
         "chance, 1.0 a perfect split of right from wrong answers.",
         "",
-        "| condition | answered | correct | confidence AUROC | hidden-state probe AUROC |",
-        "|---|---|---|---|---|",
+        "| condition | training seed | answered | correct | confidence AUROC | hidden-state probe AUROC |",
+        "|---|---|---|---|---|---|",
     ]
     for c in conditions:
-        detector = c.get("detector")
-        if detector:
-            lines.append(
-                f"| {c['name']} | {detector['num_test_answered']} of {detector['num_test']} | "
-                f"{detector['num_test_correct']} | {_auroc_cell(detector, 'confidence')} | "
-                f"{_auroc_cell(detector, 'hidden_state_probe')} |"
-            )
+        for run in c["runs"] if c.get("detector") else ():
+            detector = run["detector"]
+            if detector:
+                cells = [
+                    c["name"],
+                    run["training_seed"],
+                    f"{detector['num_test_answered']} of {detector['num_test']}",
+                    detector["num_test_correct"],
+                    _auroc_cell(detector, "confidence"),
+                    _auroc_cell(detector, "hidden_state_probe"),
+                ]
+                lines.append("| " + " | ".join(map(str, cells)) + " |")
     if plain and plain.get("detector"):
         detector = plain["detector"]
         chosen, everything = detector["selective"], detector["answer_all"]
@@ -349,7 +494,8 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
         ]
         lines += [
             "",
-            f"Selective answering on {plain['name']}, with the threshold chosen on dev: answering only when the "
+            f"Selective answering on {plain['name']} (training seed {plain['runs'][0]['training_seed']}), with the "
+            "threshold chosen on dev: answering only when the "
             f"confidence is {_threshold(detector['threshold'])} gives accuracy {shown[0]} on "
             f"{chosen['coverage']:.0%} of the test questions answered, hallucinating on "
             f"{chosen['hallucination_rate']:.0%} of all test questions; answering "
@@ -365,107 +511,9 @@ def _threshold(value: float | None) -> str:
     return f"at least {value:.3g}"
 
 
-def _verdict(
-    holds: bool, a: tuple[float, int] | None = None, b: tuple[float, int] | None = None, claims_a_difference=True
-) -> str:
-    """ "reproduced" or "not reproduced" by the point estimates of the two rates compared ((rate, questions) each).
-    When their 95% intervals overlap, a finding that claims a difference is "not shown" (the difference is within
-    the noise), and one that claims no difference says that the noise allows it."""
-    if a is None or b is None:
-        return "**reproduced**" if holds else "**not reproduced**"
-    (low_a, high_a), (low_b, high_b) = wilson_interval(*a), wilson_interval(*b)
-    if not (low_a <= high_b and low_b <= high_a):
-        return "**reproduced**" if holds else "**not reproduced**"
-    if claims_a_difference:
-        return "**not shown**: the 95% intervals overlap, the difference is within the noise of these held-out sets"
-    verdict = "**reproduced**" if holds else "**not reproduced**"
-    return verdict + " (within the noise: the 95% intervals overlap)"
-
-
-def _points(difference: float) -> str:
-    points = round(100 * difference)
-    return f"{points} point" + ("" if abs(points) == 1 else "s")
-
-
-def _finding_unknown_share(grid: list[dict]) -> str:
-    first, last = grid[0]["per_epoch"][-1], grid[-1]["per_epoch"][-1]
-    holds = last["test_known_accuracy"] < first["test_known_accuracy"]
-    pair = [(r["test_known_accuracy"], c["set_sizes"]["test_known"]) for r, c in ((first, grid[0]), (last, grid[-1]))]
-    return (
-        f"1. Test accuracy falls as the share of unknown fine-tune examples grows (theirs: yes, monotonically). "
-        f"Ours, at the last epoch: {first['test_known_accuracy']:.2f} with "
-        f"{grid[0]['fraction_unknown']:.0%} unknown, {last['test_known_accuracy']:.2f} with "
-        f"{grid[-1]['fraction_unknown']:.0%}: {_verdict(holds, *pair)}."
-    )
-
-
-def _finding_late_harm(plain: dict, stopped: dict) -> str:
-    questions = plain["set_sizes"]["test_known"]
-    early, late = (c["per_epoch"][-1]["test_known_accuracy"] for c in (stopped, plain))
-    return (
-        f"2. The harm comes late, as the unknown examples are fitted (theirs: up to 14 points between early "
-        f"stopping and convergence). Ours: {early:.2f} at the epoch chosen on dev ({stopped['selected_epoch']}), "
-        f"{late:.2f} at the last epoch, a drop of {_points(early - late)}: "
-        f"{_verdict(early > late, (early, questions), (late, questions))}."
-    )
-
-
-def _finding_slow_fitting(plain: dict) -> str:
-    known, unknown = (_epochs_to_fit(plain, k) for k in ("finetune_known_exact_match", "finetune_unknown_exact_match"))
-    holds = known is not None and (unknown is None or unknown > known)
-    return (
-        f"3. Unknown examples are fitted more slowly than known ones (theirs: yes). Ours: 90% of the known ones "
-        f"fitted by epoch {known}, of the unknown ones by epoch {unknown}: {_verdict(holds)}."
-    )
-
-
-def _finding_filtering(plain: dict, filtered: dict) -> str:
-    kept, full = (c["per_epoch"][-1]["test_known_accuracy"] for c in (filtered, plain))
-    pair = (kept, filtered["set_sizes"]["test_known"]), (full, plain["set_sizes"]["test_known"])
-    return (
-        f"4. Dropping the unknown examples costs little (theirs: no loss, even a gain at convergence). Ours: "
-        f"{kept:.2f} without them ({filtered['num_examples']} examples) against {full:.2f} with all: "
-        f"{_verdict(kept >= full - 0.02, *pair, False)}."
-    )
-
-
-def _finding_abstention(plain: dict, abstained: dict) -> str:
-    accuracy, answered = answered_accuracy(abstained["per_epoch"][-1], abstained["set_sizes"])
-    plain_accuracy, plain_answered = answered_accuracy(plain["per_epoch"][-1], plain["set_sizes"])
-    shown = ["n/a" if value is None else f"{value:.2f}" for value in (accuracy, plain_accuracy)]
-    return (
-        f'5. Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions (theirs: '
-        f"61.8% on about 56% answered, against 38.8%). Ours, over the held-out known and unknown people: "
-        f"{shown[0]} on {answered:.0%} answered, against {shown[1]} on {plain_answered:.0%}: "
-        f"{_verdict((accuracy or 0) > (plain_accuracy or 0))}."
-    )
-
-
-def findings(conditions: list[dict], config: dict) -> list[str]:
-    """One paragraph per finding whose conditions were run: theirs, ours, and whether ours agrees (by the point
-    estimates; the intervals in the table above say how far to trust a small difference)."""
-    size, fraction = config["finetune_size"], config["mitigation_fraction"]
-    grid = _plain(conditions, size=size)
-    plain, stopped, filtered, abstained = (
-        _find(conditions, fraction, mitigation, size)
-        for mitigation in ("none", "early_stopping", "filter_unknown", "abstention")
-    )
-    lines = [_finding_unknown_share(grid)] if len(grid) >= 2 else []
-    if plain and stopped:
-        lines.append(_finding_late_harm(plain, stopped))
-    if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
-        lines.append(_finding_slow_fitting(plain))
-    if plain and filtered:
-        lines.append(_finding_filtering(plain, filtered))
-    if plain and abstained:
-        lines.append(_finding_abstention(plain, abstained))
-    return lines
-
-
 __all__ = [
     "SEED_FIGURES",
-    "answered_accuracy",
-    "findings",
+    "finding_lines",
     "time_breakdown",
     "write_plots",
     "write_report",

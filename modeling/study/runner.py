@@ -18,33 +18,38 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from transformers import TrainingArguments
+from trl import SFTConfig
 
 from ..checkpoints import load_model_and_tokenizer, save_atomically
 from ..files import staged_folder, write_json
 from ..run_config import parse_run_config, run_config_sections
 from ..run_folder import FINISHED_MARKER
+from ..scoring import answer_questions
 from ..threads import set_num_threads
+from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
+from ..training.finetuning import FinetuneArguments
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..training.pretraining import PretrainArguments, pretrain
-from ..world import World, load_world
-from .conditions import HeldOutQuestions, dev_net_factuality, early_stopped, run_condition
-from .config import Condition, StudyArguments, plan_conditions
+from ..world import ROLES, World, load_world, load_world_datasets, qa_split_name
+from .conditions import (
+    HeldOutQuestions,
+    condition_configs,
+    condition_result,
+    dev_net_factuality,
+    early_stopped,
+    run_finetuning,
+)
+from .config import Condition, Run, StudyArguments, plan_conditions
+from .findings import study_evidence
 from .probe import probe_knowledge
+from .records import read_records, write_records
 from .report import write_report, write_seed_summary
 
-CONDITION_FIELDS = (
-    "name",
-    "fraction_unknown",
-    "method",
-    "mitigation",
-    "finetune_size",
-    "per_epoch",
-    "set_sizes",
-    "detector",
-    "saved",
-)
+RUN_FIELDS = ("training_seed", "per_epoch", "set_sizes", "detector", "saved", "records", "records_sha256")
+ANSWERS_FILE = "answers.parquet"
 # Settings that may differ between two runs of the same pre-training, by section of run_config.yaml: the output
 # folder is the study's own `pretrain/`, wherever the study has been moved to.
 VOLATILE = {"PretrainArguments": ("num_threads", "overwrite_output_dir"), "TrainingArguments": ("output_dir",)}
@@ -98,34 +103,42 @@ def load_stage(path: Path, key: str) -> dict | None:
     return result if isinstance(result, dict) and result.get("key") == key else None
 
 
-def load_condition(path: Path, key: str) -> dict | None:
-    """A finished condition's result, or None when the file is missing, does not parse, has another key, lacks a
-    field or its saved model is gone."""
+def load_run(path: Path, key: str) -> dict | None:
+    """A finished run's result, or None when the file is missing, does not parse, has another key, lacks a field,
+    its saved model is gone or its records file is not the one it wrote (see `records.read_records`)."""
     result = load_stage(path, key)
-    if result is None or not all(field in result for field in CONDITION_FIELDS):
+    if result is None or not all(field in result for field in RUN_FIELDS):
         return None
     if result.get("skipped"):
         return result
-    # `saved` is relative to the study's output folder, two levels above conditions/<name>.json.
-    if not result["per_epoch"] or not result["saved"] or not (path.parent.parent / result["saved"]).is_dir():
+    # `saved` is relative to the study's output folder, three levels above conditions/<name>/seed_<S>.json.
+    study_dir = path.parent.parent.parent
+    if not result["per_epoch"] or not result["saved"] or not (study_dir / result["saved"]).is_dir():
+        return None
+    if read_records(study_dir / result["records"], result["records_sha256"]) is None:
         return None
     return result
 
 
 def publish_best(conditions: list[dict], out_dir: Path) -> dict | None:
-    """Publish the fine-tuned model of the condition with the best `dev_net_factuality` as `out_dir/best/model` (a
-    LoRA condition's adapter merged into the pre-trained model, so the folder stands alone, and the adapter itself
-    in `best/adapter`), with `best/condition.json` saying which condition it is and why. The new `best/` replaces
-    the old only once complete. Returns that record, or None when no condition saved a model."""
+    """Publish the fine-tuned model of the condition with the best `dev_net_factuality` (averaged over its training
+    seeds), from its run (seed) with the best, as `out_dir/best/model` (a LoRA run's adapter merged into the
+    pre-trained model, so the folder stands alone, and the adapter itself in `best/adapter`), with
+    `best/condition.json` saying which condition and seed it is and why. The new `best/` replaces the old only once
+    complete. Returns that record, or None when no condition saved a model."""
     trained = [c for c in conditions if c.get("saved")]
     if not trained:
         return None
     best = max(trained, key=dev_net_factuality)
-    saved = out_dir / best["saved"]
+    run = max((r for r in best["runs"] if r.get("saved")), key=dev_net_factuality)
+    saved = out_dir / run["saved"]
     record = {
         "name": best["name"],
-        "criterion": "dev_net_factuality: (correct - hallucinated) / questions on the dev people, last epoch",
+        "training_seed": run["training_seed"],
+        "criterion": "dev_net_factuality: (correct - hallucinated) / questions on the dev people, last epoch; the "
+        "condition's mean over its training seeds, then its best seed",
         "dev_net_factuality": dev_net_factuality(best),
+        "run_dev_net_factuality": dev_net_factuality(run),
         "folders": ["model", "adapter"] if best["method"] == "lora" else ["model"],
     }
     with staged_folder(out_dir / "best") as staging:
@@ -136,7 +149,10 @@ def publish_best(conditions: list[dict], out_dir: Path) -> dict | None:
         else:
             shutil.copytree(saved, staging / "model")
         write_json(record, staging / "condition.json")
-    print(f"study: best condition on dev: {best['name']} (net factuality {record['dev_net_factuality']:.2f}); in best/")
+    print(
+        f"study: best condition on dev: {best['name']} (net factuality {record['dev_net_factuality']:.2f}), training "
+        f"seed {run['training_seed']}; in best/"
+    )
     return record
 
 
@@ -146,6 +162,8 @@ def run_study(args: StudyArguments) -> Path:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("The study runs in one process: start it with python, not accelerate launch")
     out_dir = Path(args.output_dir)
+    # The fine-tuning settings of a first run, checked now rather than after minutes of pre-training.
+    condition_configs(Run(plan_conditions(args)[0], args.training_seeds[0]), args, out_dir / "pretrain")
     if args.overwrite_output_dir:
         shutil.rmtree(out_dir, ignore_errors=True)
     args.num_threads = set_num_threads(args.num_threads)
@@ -181,31 +199,86 @@ def probe_stage(
     return probe, False
 
 
+def epoch0_stage(
+    args: StudyArguments, out_dir: Path, pretrain_dir: Path, pretrain_key: str
+) -> tuple[dict[str, tuple[str, float]], str, bool]:
+    """Stage 2b: the pre-trained model's answer and confidence to every question a run can ask (the fine-tune and
+    held-out people's, known and unknown), generated once as each evaluation generates them and shared by every run
+    as its epoch 0; saved as `epoch0.json`. Returns prompt -> (answer, confidence), its settings key and whether it
+    was reused."""
+    path = out_dir / "epoch0.json"
+    _, sft_config = parse_run_config((FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, {})
+    key = settings_key(pretrain_key, sft_config.per_device_eval_batch_size)
+    saved = load_stage(path, key)
+    if saved is not None and isinstance(saved.get("answers"), dict):
+        print(f"study: stage 2/4, epoch 0: reusing {path}")
+        return {prompt: tuple(answer) for prompt, answer in saved["answers"].items()}, key, True
+    print("study: stage 2/4, epoch 0: the pre-trained model answers every question", flush=True)
+    splits = load_world_datasets(pretrain_dir / "world")
+    prompts = [
+        p for group in ("known", "unknown") for role in ROLES for p in splits[qa_split_name(group, role)]["prompt"]
+    ]
+    model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
+    answers, confidences = answer_questions(model, tokenizer, prompts, sft_config.per_device_eval_batch_size)
+    epoch0 = {
+        prompt: (answer, confidence) for prompt, answer, confidence in zip(prompts, answers, confidences, strict=True)
+    }
+    write_json({"key": key, "answers": epoch0}, path)
+    return epoch0, key, False
+
+
 def conditions_stage(
-    args: StudyArguments, out_dir: Path, pretrain_dir: Path, world: World, probe: dict
-) -> tuple[dict, list[str]]:
-    """Stage 3: every planned condition, each fine-tuned unless `conditions/<name>.json` holds its finished result
-    under the same settings key; returns the results by condition and the names of those reused."""
+    args: StudyArguments, out_dir: Path, pretrain_dir: Path, world: World, probe: dict, epoch0: tuple[dict, str]
+) -> tuple[dict[Condition, dict], list[str]]:
+    """Stage 3: every planned condition under every training seed, each run fine-tuned unless
+    `conditions/<name>/seed_<S>.json` holds its finished result under the same settings key (with its records file
+    whole); `epoch0` is `epoch0_stage`'s answers and key. Returns the results by condition
+    (`conditions.condition_result`) and the names of the runs reused."""
+    epoch0_answers, epoch0_key = epoch0
     held_out = HeldOutQuestions.load(pretrain_dir / "world")
     planned = plan_conditions(args)
     results: dict[Condition, dict] = {}
     reused = []
     finetune_config = Path(args.finetune_config).read_text(encoding="utf-8")
     for number, condition in enumerate(planned, start=1):
-        path = out_dir / "conditions" / f"{condition.name}.json"
-        key = settings_key(probe["key"], finetune_config, args.eval_every, args.lora_learning_rate, condition.name)
-        result = load_condition(path, key)
-        if result is None:
-            print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name}", flush=True)
-            # The old file goes first: a crash before the new one is written must not pair it with the new model.
-            path.unlink(missing_ok=True)
-            result = {**run_condition(condition, args, pretrain_dir, world, probe, held_out), "key": key}
-            write_json(result, path)
-        else:
-            print(f"study: stage 3/4, condition {number}/{len(planned)}: {condition.name} (done before)")
-            reused.append(condition.name)
-        results[condition] = result
+        runs = []
+        for run in (Run(condition, seed) for seed in args.training_seeds):
+            path = out_dir / f"{run.folder}.json"
+            key = settings_key(
+                probe["key"], finetune_config, args.eval_epochs, args.lora_learning_rate, run.name, epoch0_key
+            )
+            result = load_run(path, key)
+            where = f"condition {number}/{len(planned)}, training seed {run.training_seed}"
+            if result is None:
+                print(f"study: stage 3/4, {where}: {condition.name}", flush=True)
+                # The old file goes first: a crash before the new one is written must not pair it with the new model.
+                path.unlink(missing_ok=True)
+                result, records = run_finetuning(run, args, pretrain_dir, world, probe, held_out, epoch0_answers)
+                records_path = out_dir / f"{run.folder}.parquet"
+                result |= {"records": records_path.relative_to(out_dir).as_posix(), "records_sha256": None}
+                if records:
+                    result["records_sha256"] = write_records(records, records_path)
+                write_json({**result, "key": key}, path)
+            else:
+                print(f"study: stage 3/4, {where}: {condition.name} (done before)")
+                reused.append(run.name)
+            runs.append(result)
+        results[condition] = condition_result(condition, runs)
     return results, reused
+
+
+def collect_records(conditions: list[dict], out_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Every run's records in one table, written as `answers.parquet` in `out_dir` (through a staging file);
+    returns the table and the file's size in bytes."""
+    frames = [
+        read_records(out_dir / run["records"], run["records_sha256"])
+        for condition in conditions
+        for run in condition["runs"]
+        if not run.get("skipped")
+    ]
+    records = pd.concat(frames, ignore_index=True)
+    write_records(records.to_dict("records"), out_dir / ANSWERS_FILE)
+    return records, (out_dir / ANSWERS_FILE).stat().st_size
 
 
 def _run_one(args: StudyArguments, out_dir: Path) -> Path:
@@ -223,20 +296,27 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings["probe"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    results, reused_conditions = conditions_stage(args, out_dir, pretrain_dir, world, probe)
-    reused += reused_conditions
+    *epoch0, epoch0_reused = epoch0_stage(args, out_dir, pretrain_dir, pretrain_key)
+    reused += ["epoch0"] if epoch0_reused else []
+    timings["epoch0"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    results, reused_runs = conditions_stage(args, out_dir, pretrain_dir, world, probe, tuple(epoch0))
+    reused += reused_runs
     conditions = list(results.values())
     if "early_stopping" in args.mitigations:
-        plain = Condition(args.mitigation_fraction, "full", "none", args.finetune_size)
-        conditions.append(early_stopped(results[plain]))
+        conditions.append(early_stopped(results[args.plain()]))
     best = publish_best(list(results.values()), out_dir)
     timings["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    print("study: stage 4/4, results, plots and report", flush=True)
+    print("study: stage 4/4, records, intervals, plots and report", flush=True)
+    records, records_size = collect_records(list(results.values()), out_dir)
     results_json = {
         "config": run_config_sections(args)["StudyArguments"],
         "probe": {"agreement": probe["agreement"]},
+        "records": {"file": ANSWERS_FILE, "rows": len(records), "bytes": records_size},
+        **study_evidence(conditions, records, args),
         "conditions": conditions,
         "best": best,
         "timings": timings,
@@ -251,8 +331,11 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
 
 
 __all__ = [
+    "ANSWERS_FILE",
+    "collect_records",
     "conditions_stage",
-    "load_condition",
+    "epoch0_stage",
+    "load_run",
     "load_stage",
     "pretrain_matching",
     "probe_stage",

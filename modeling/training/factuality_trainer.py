@@ -60,8 +60,14 @@ class FactualitySFTTrainer(SFTTrainer):
         check_metric_for_best_model(self.args.metric_for_best_model)
         self.factuality_sets = factuality_sets or {}
         self.base_model_record = base_model_record
-        # The answers of the latest evaluation: {"step": optimizer step, "sets": {name: score_answers' answers}}.
-        self.latest_answers: dict | None = None
+        # The answers of every evaluation, in order: {"step": optimizer step, "epoch": epoch (float),
+        # "sets": {name: score_answers' answers}}, the study's per-answer records.
+        self.answer_history: list[dict] = []
+
+    @property
+    def latest_answers(self) -> dict | None:
+        """The answers of the latest evaluation (an entry of `answer_history`), None before the first."""
+        return self.answer_history[-1] if self.answer_history else None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, but a run resumed with stateful callbacks (e.g. `EarlyStoppingCallback`'s patience count)
@@ -97,7 +103,13 @@ class FactualitySFTTrainer(SFTTrainer):
                 output.metrics.update(
                     {f"{metric_key_prefix}_{key}_{figure}": metrics[figure] for figure in FIGURES if figure in metrics}
                 )
-        self.latest_answers = {"step": self.state.global_step, "sets": {n: r["answers"] for n, r in reports.items()}}
+        self.answer_history.append(
+            {
+                "step": self.state.global_step,
+                "epoch": self.state.epoch or 0.0,
+                "sets": {name: report["answers"] for name, report in reports.items()},
+            }
+        )
         return output
 
 

@@ -1,0 +1,181 @@
+"""Intervals that fit the study's design, computed from its per-answer records (`records.py`).
+
+The six questions about one person are not independent, and a fine-tuning run is one draw among the training seeds,
+so every rate gets a two-level bootstrap interval: each resample draws the test people with replacement (a person
+with all their questions: the cluster bootstrap) and the training seeds with replacement, and the statistic is the
+mean over the drawn seeds of each seed's rate over the drawn people (Davison & Hinkley, 1997, section 3.8, on
+resampling clustered data at both levels). A difference between two conditions (or two epochs) is bootstrapped
+*paired*: both sides use the same drawn people and seeds, so what the two have in common cancels. The interval is the
+2.5th to 97.5th percentile of the resampled statistic (the percentile method), which runs somewhat narrow with as few
+as 20 people or 3 seeds. scipy's `bootstrap` resamples one level of independent observations, not clusters within
+seeds, hence the few lines here.
+
+Verdicts follow the interval of the difference (`verdict`): *reproduced* when it excludes 0 in the published
+direction, *not reproduced* when it excludes the smallest effect that would still count as the published one,
+*inconclusive* otherwise.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+RESAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A rate over records: the share of the `counted` records (all, or e.g. only answered ones) that are `hits`."""
+
+    name: str
+    hit: str  # a verdict, or "exact_match"
+    counted: str = "all"  # "all" or "answered" (not abstained)
+
+    def columns(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(hit, counted) as 0/1 arrays over `rows`."""
+        hit = rows["exact_match"].to_numpy() if self.hit == "exact_match" else (rows["verdict"] == self.hit).to_numpy()
+        counted = np.ones(len(rows)) if self.counted == "all" else (rows["verdict"] != "abstained").to_numpy()
+        return hit.astype(float) * counted, counted.astype(float)
+
+
+STATISTICS = {
+    s.name: s
+    for s in (
+        Statistic("accuracy", "correct"),
+        Statistic("hallucination_rate", "hallucinated"),
+        Statistic("abstention_rate", "abstained"),
+        Statistic("exact_match", "exact_match"),
+        Statistic("answered_accuracy", "correct", "answered"),
+    )
+}
+
+
+def person_seed_table(
+    rows: pd.DataFrame, statistic: Statistic, seeds: list[int], people: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hits and counted records of `rows` summed per training seed and person: two arrays of shape
+    (len(seeds), len(people)), zero where a seed or person has no record."""
+    hit, counted = statistic.columns(rows)
+    seed_index = pd.Index(seeds).get_indexer(rows["training_seed"])
+    person_index = pd.Index(people).get_indexer(rows["person_id"])
+    if (seed_index < 0).any() or (person_index < 0).any():
+        raise ValueError("records of a seed or person outside the table")
+    hits, counts = np.zeros((len(seeds), len(people))), np.zeros((len(seeds), len(people)))
+    np.add.at(hits, (seed_index, person_index), hit)
+    np.add.at(counts, (seed_index, person_index), counted)
+    return hits, counts
+
+
+def _seed_mean(hits: np.ndarray, counts: np.ndarray) -> float:
+    """The mean over seeds of each seed's rate over all people (seeds without a counted record left out)."""
+    totals = counts.sum(axis=1)
+    rates = hits.sum(axis=1)[totals > 0] / totals[totals > 0]
+    return float(rates.mean()) if len(rates) else float("nan")
+
+
+def bootstrap(tables: list[tuple[np.ndarray, np.ndarray]], resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """The two-level bootstrap of each table's rate (`person_seed_table`s of the same seeds and people), the same
+    draws of people and seeds for every table: an array of shape (len(tables), resamples), NaN where a resample
+    counted nothing."""
+    num_seeds, num_people = tables[0][0].shape
+    rng = np.random.default_rng(seed)
+    people = rng.integers(0, num_people, size=(resamples, num_people))
+    seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    out = np.empty((len(tables), resamples))
+    for index, (hits, counts) in enumerate(tables):
+        drawn_hits, drawn_counts = hits[:, people].sum(-1), counts[:, people].sum(-1)  # (seeds, resamples)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = drawn_hits / drawn_counts
+        picked = rates[seeds.T, np.arange(resamples)]  # (drawn seeds, resamples)
+        with warnings.catch_warnings():  # a resample that counted nothing is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[index] = np.nanmean(picked, axis=0)
+    return out
+
+
+def _interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None, None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _tables(arms: list[pd.DataFrame], statistic: Statistic) -> list[tuple[np.ndarray, np.ndarray]]:
+    seeds = sorted(set().union(*(arm["training_seed"] for arm in arms)))
+    people = sorted(set().union(*(arm["person_id"] for arm in arms)))
+    return [person_seed_table(arm, statistic, seeds, people) for arm in arms]
+
+
+def rate_interval(rows: pd.DataFrame, statistic: str, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """`statistic` (a name of `STATISTICS`) over `rows`: its estimate (the mean over seeds) and 95% interval
+    (`bootstrap`), with the numbers of people and seeds; estimate None when nothing is counted."""
+    if not len(rows):
+        return {"estimate": None, "low": None, "high": None, "people": 0, "seeds": 0}
+    (table,) = _tables([rows], STATISTICS[statistic])
+    estimate = _seed_mean(*table)
+    low, high = _interval(bootstrap([table], resamples, seed)[0])
+    return {
+        "estimate": None if np.isnan(estimate) else estimate,
+        "low": low,
+        "high": high,
+        "people": int(rows["person_id"].nunique()),
+        "seeds": int(rows["training_seed"].nunique()),
+    }
+
+
+def difference_interval(
+    a: pd.DataFrame, b: pd.DataFrame, statistic: str, resamples: int = RESAMPLES, seed: int = 0
+) -> dict:
+    """`statistic` of `a` minus that of `b` (records of the same people and seeds, e.g. two conditions on the test
+    people), with the paired 95% interval of the difference (`bootstrap`, the same draws for both sides)."""
+    tables = _tables([a, b], STATISTICS[statistic])
+    estimate = _seed_mean(*tables[0]) - _seed_mean(*tables[1])
+    drawn = bootstrap(tables, resamples, seed)
+    low, high = _interval(drawn[0] - drawn[1])
+    return {
+        "estimate": None if np.isnan(estimate) else estimate,
+        "low": low,
+        "high": high,
+        "people": int(pd.concat([a["person_id"], b["person_id"]]).nunique()),
+        "seeds": int(pd.concat([a["training_seed"], b["training_seed"]]).nunique()),
+    }
+
+
+def verdict(difference: dict, direction: int, smallest_effect: float = 0.0, margin: float = 0.0) -> str:
+    """The verdict on a published finding from the interval of the difference that tests it.
+
+    Args:
+        difference: `difference_interval`'s result.
+        direction: +1 when the finding says the difference is positive, -1 negative.
+        smallest_effect: the smallest effect (in the published direction, >= 0) that would still count as the
+            published one: "not reproduced" when the interval lies below it. 0: only an effect in the other direction
+            refutes the finding.
+        margin: for a finding of *no* harm, the harm (>= 0) still counted as none: "reproduced" when the interval
+            lies above -margin.
+
+    Returns:
+        "reproduced" when the interval (signed by `direction`) lies above -margin (above 0 for `margin` 0), "not
+        reproduced" when it lies below `smallest_effect`, else (or when undefined) "inconclusive".
+    """
+    if difference["low"] is None:
+        return "inconclusive"
+    low, high = sorted((direction * difference["low"], direction * difference["high"]))
+    if low > -margin:
+        return "reproduced"
+    if high < smallest_effect:
+        return "not reproduced"
+    return "inconclusive"
+
+
+__all__ = [
+    "RESAMPLES",
+    "STATISTICS",
+    "Statistic",
+    "bootstrap",
+    "difference_interval",
+    "person_seed_table",
+    "rate_interval",
+    "verdict",
+]

@@ -1,0 +1,186 @@
+"""The study's evidence from its records: every reported rate with its interval, the paired interval of every
+difference the report draws, and the verdict on each finding of Gekhman et al. (2024), "Does Fine-Tuning LLMs on
+New Knowledge Encourage Hallucinations?" (see `evidence.py` for the method).
+
+Everything here is computed from the per-answer records alone (and, for where the wrong answers come from, the world
+whose values they could have come from), so `results.json` carries it and the report only renders it.
+"""
+
+import pandas as pd
+
+from .calibration import calibration
+from .config import Condition, StudyArguments, by_condition
+from .error_sources import sources_by_epoch
+from .evidence import RESAMPLES, difference_interval, rate_interval, verdict
+
+# The rates of every condition the report shows: (key, split, group, designed knowledge or None, statistic).
+REPORTED_RATES = (
+    ("test_known_accuracy", "test", "known", None, "accuracy"),
+    ("test_highly_known_accuracy", "test", "known", "highly_known", "accuracy"),
+    ("test_known_hallucination_rate", "test", "known", None, "hallucination_rate"),
+    ("test_unknown_hallucination_rate", "test", "unknown", None, "hallucination_rate"),
+    ("test_unknown_abstention_rate", "test", "unknown", None, "abstention_rate"),
+)
+# The smallest late harm that would still count as Gekhman et al.'s: half of their 14 points between early stopping
+# and convergence. Their abstention result: 61.8% against 38.8% on the answered questions; half of its 23 points.
+LATE_HARM = 0.07
+ABSTENTION_GAIN = 0.115
+# A harm this small still counts as "no loss" for the filtering finding (ours: their paper gives no margin).
+NO_LOSS_MARGIN = 0.05
+METHOD = (
+    f"paired two-level percentile bootstrap, {RESAMPLES} resamples: test people (with all their questions) and "
+    "training seeds drawn with replacement, the same draws for both sides of a difference"
+)
+
+
+def runs_at(records: pd.DataFrame, condition: dict, epoch: int | str = "last") -> pd.DataFrame:
+    """The records of `condition` (a results.json condition) at one epoch of each of its runs: `epoch` (an int, or
+    "last": each run's last), or for early stopping each run's selected epoch."""
+    rows = records[records["condition"] == condition.get("records_of", condition["name"])]
+    if condition.get("selected_epochs"):
+        chosen = {int(seed): epoch for seed, epoch in condition["selected_epochs"].items()}
+    elif epoch == "last":
+        chosen = rows.groupby("training_seed")["epoch"].max().to_dict()
+    else:
+        chosen = dict.fromkeys(rows["training_seed"].unique(), epoch)
+    return rows[rows["epoch"] == rows["training_seed"].map(chosen)]
+
+
+def asked(rows: pd.DataFrame, split: str, group: str | None = None, knowledge: str | None = None) -> pd.DataFrame:
+    """The records of one split, optionally of one group and designed knowledge category."""
+    keep = rows["split"] == split
+    if group is not None:
+        keep &= rows["group"] == group
+    if knowledge is not None:
+        keep &= rows["knowledge"] == knowledge
+    return rows[keep]
+
+
+def condition_rates(records: pd.DataFrame, condition: dict, epoch: int | str = "last") -> dict:
+    """Each of `REPORTED_RATES` of `condition` at `epoch`, with its interval (`evidence.rate_interval`)."""
+    rows = runs_at(records, condition, epoch)
+    return {
+        key: rate_interval(asked(rows, split, group, knowledge), statistic)
+        for key, split, group, knowledge, statistic in REPORTED_RATES
+    }
+
+
+def compare(question: str, a: tuple[str, pd.DataFrame], b: tuple[str, pd.DataFrame], statistic: str) -> dict:
+    """One comparison: `a`'s statistic minus `b`'s ((label, records) each), with its paired interval."""
+    return {
+        "question": question,
+        "a": a[0],
+        "b": b[0],
+        "statistic": statistic,
+        **difference_interval(a[1], b[1], statistic),
+    }
+
+
+def comparisons(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
+    """Every comparison the report draws besides the findings: each plain full condition fine-tuned against the
+    pre-trained model (its epoch 0), LoRA against full fine-tuning at each share, and each mitigation against the
+    plain run at its share, on the test people's known accuracy and unknown hallucination rate."""
+    found = by_condition(conditions)
+    pairs = [("fine-tuned against pre-trained", c, c, 0) for c in conditions if c["mitigation"] == "none"]
+    for fraction in args.unknown_fractions:
+        full, lora = (found.get(Condition(fraction, m, "none", args.finetune_size)) for m in ("full", "lora"))
+        if lora and full:
+            pairs.append(("LoRA against full fine-tuning", lora, full, "last"))
+    plain = found.get(args.plain())
+    pairs += [
+        ("mitigation against the plain run", c, plain, "last")
+        for c in conditions
+        if plain and c["mitigation"] != "none"
+    ]
+    out = []
+    for question, a, b, b_epoch in pairs:
+        a_rows, b_rows = runs_at(records, a), runs_at(records, b, b_epoch)
+        b_label = f"{b['name']} epoch {b_epoch}" if b_epoch != "last" else b["name"]
+        for group, statistic in (("known", "accuracy"), ("unknown", "hallucination_rate")):
+            out.append(
+                {
+                    **compare(
+                        question,
+                        (a["name"], asked(a_rows, "test", group)),
+                        (b_label, asked(b_rows, "test", group)),
+                        statistic,
+                    ),
+                    "group": group,
+                }
+            )
+    return out
+
+
+def findings(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
+    """The verdict on each finding of Gekhman et al. whose conditions were run (`evidence.verdict` of the paired
+    interval of the difference that tests it), each with its claim, its comparison and the rule applied."""
+    found = by_condition(conditions)
+    grid = [found[args.plain(fraction=f)] for f in sorted(args.unknown_fractions) if args.plain(fraction=f) in found]
+    plain, stopped, filtered, abstained = (
+        found.get(args.plain(m)) for m in ("none", "early_stopping", "filter_unknown", "abstention")
+    )
+    tested = []  # (number, claim, comparison, direction, rule, verdict's bars)
+    if len(grid) >= 2:
+        comparison = compare("fewer unknown against more", *_test(records, (grid[0], grid[-1]), "known"), "accuracy")
+        rule = "not reproduced only if the interval lies below 0 (their paper gives no size we carry)"
+        claim = "Test accuracy on known people falls as the share of unknown fine-tune examples grows"
+        tested.append((1, claim, comparison, rule, {}))
+    if plain and stopped:
+        comparison = compare("early-stopped against last epoch", *_test(records, (stopped, plain), "known"), "accuracy")
+        rule = f"not reproduced if the interval lies below {LATE_HARM:.2f}, half their 14 points"
+        claim = "The harm comes late: early stopping beats training to convergence"
+        tested.append((2, claim, comparison, rule, {"smallest_effect": LATE_HARM}))
+    if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
+        fitted = records[(records["condition"] == plain["name"]) & (records["epoch"] >= 1)]
+        known, unknown = ((f"fine-tune {g}", asked(fitted, "finetune", g)) for g in ("known", "unknown"))
+        comparison = compare("known against unknown over the fine-tuned epochs", known, unknown, "exact_match")
+        rule = "resampling the fine-tune people; not reproduced if the interval lies below 0"
+        tested.append((3, "Unknown fine-tune examples are fitted more slowly than known ones", comparison, rule, {}))
+    if plain and filtered:
+        comparison = compare("filtered against all", *_test(records, (filtered, plain), "known"), "accuracy")
+        rule = f"reproduced if the interval lies above -{NO_LOSS_MARGIN:.2f} (our margin for no loss); not if below 0"
+        claim = "Dropping the unknown fine-tune examples costs nothing (or gains)"
+        tested.append((4, claim, comparison, rule, {"margin": NO_LOSS_MARGIN}))
+    if plain and abstained:
+        pair = _test(records, (abstained, plain), None)
+        comparison = compare("abstention-tuned against plain", *pair, "answered_accuracy")
+        rule = f"not reproduced if the interval lies below {ABSTENTION_GAIN:.3f}, half their 23 points"
+        claim = 'Relabelling unknown examples "I don\'t know" raises accuracy on the answered questions'
+        tested.append((5, claim, comparison, rule, {"smallest_effect": ABSTENTION_GAIN}))
+    return [
+        {"number": n, "claim": claim, "rule": rule, "comparison": c, "verdict": verdict(c, +1, **bars)}
+        for n, claim, c, rule, bars in tested
+    ]
+
+
+def _test(records: pd.DataFrame, pair: tuple[dict, dict], group: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """(name, test records at the last or selected epoch) of both conditions of `pair`."""
+    return [(c["name"], asked(runs_at(records, c), "test", group)) for c in pair]
+
+
+def study_evidence(conditions: list[dict], records: pd.DataFrame, args: StudyArguments) -> dict:
+    """What results.json says of the evidence: the method, each condition's rates at epoch 0 and at its last (or
+    selected) epoch, the comparisons and the findings; where the test people's hallucinated answers come from, per
+    condition and epoch (`error_sources.sources_by_epoch`); and the calibration of the confidence on the test
+    people at epoch 0 and at each condition's last epoch."""
+    trained = [c for c in conditions if not c.get("skipped")]
+    test = records[records["split"] == "test"]
+    return {
+        "error_sources": {
+            c["name"]: sources_by_epoch(test[test["condition"] == c["name"]]) for c in trained if "records_of" not in c
+        },
+        "calibration": {
+            "epoch0": calibration(runs_at(test, trained[0], 0)) if trained else None,
+            "last": {c["name"]: calibration(runs_at(test, c)) for c in trained},
+        },
+        "intervals": {
+            "method": METHOD,
+            "epoch0": condition_rates(records, trained[0], 0) if trained else {},
+            "conditions": {c["name"]: condition_rates(records, c) for c in trained},
+        },
+        "comparisons": comparisons(records, trained, args),
+        "findings": findings(records, trained, args),
+    }
+
+
+__all__ = ["METHOD", "REPORTED_RATES", "comparisons", "condition_rates", "findings", "runs_at", "study_evidence"]

@@ -1,0 +1,169 @@
+"""The study's evidence from hand-made records: the clustered, seed-resampling bootstrap against hand computation,
+verdicts, where wrong answers come from, and calibration."""
+
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeling.study.calibration import calibration
+from modeling.study.error_sources import error_sources, source_shares, taught_values
+from modeling.study.evidence import (
+    STATISTICS,
+    bootstrap,
+    difference_interval,
+    person_seed_table,
+    rate_interval,
+    verdict,
+)
+
+
+def records(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
+    """Records from (training seed, person, verdict) triples."""
+    frame = pd.DataFrame(rows, columns=["training_seed", "person_id", "verdict"])
+    frame["exact_match"] = frame["verdict"] == "correct"
+    return frame
+
+
+def test_one_question_per_person_gives_the_binomial_bootstrap():
+    # 10 people, one question each, 3 right: a resample's count of right answers is Binomial(10, 0.3), whose 2.5%
+    # quantile is 0 (P(0) = 0.028) and 97.5% quantile 6 (P(<=5) = 0.953, P(<=6) = 0.989); its sd sqrt(.21/10).
+    rows = records([(0, p, "correct" if p < 3 else "hallucinated") for p in range(10)])
+    result = rate_interval(rows, "accuracy", resamples=20000)
+    assert (result["estimate"], result["low"], result["high"]) == pytest.approx((0.3, 0.0, 0.6))
+    (table,) = [person_seed_table(rows, STATISTICS["accuracy"], [0], list(range(10)))]
+    drawn = bootstrap([table], resamples=20000)[0]
+    assert drawn.std() == pytest.approx(math.sqrt(0.21 / 10), abs=0.004)
+    assert drawn.mean() == pytest.approx(0.3, abs=0.004)
+
+
+def test_people_are_resampled_whole_not_question_by_question():
+    # Two people with three questions each, one always right and one always wrong: a resample draws {A, A}, {A, B}
+    # or {B, B} with probabilities 1/4, 1/2, 1/4, so the rate is 1, 0.5 or 0 and the interval [0, 1]. Resampling the
+    # six questions on their own would give a narrower one.
+    rows = records([(0, person, "correct" if person == 0 else "hallucinated") for person in (0, 1) for _ in range(3)])
+    (table,) = [person_seed_table(rows, STATISTICS["accuracy"], [0], [0, 1])]
+    drawn = bootstrap([table], resamples=20000)[0]
+    assert set(np.unique(drawn)) == {0.0, 0.5, 1.0}
+    assert np.mean(drawn == 0.5) == pytest.approx(0.5, abs=0.02)
+    result = rate_interval(rows, "accuracy")
+    assert (result["estimate"], result["low"], result["high"], result["people"]) == (0.5, 0.0, 1.0, 2)
+
+
+def test_seeds_are_resampled_too():
+    # One person, two seeds: right under seed 0, wrong under seed 1. The estimate is the mean over seeds (0.5); a
+    # resample draws the seeds {0, 0}, {0, 1} or {1, 1}, so the interval spans [0, 1] though each seed alone is sure.
+    rows = records([(0, 0, "correct"), (1, 0, "hallucinated")])
+    result = rate_interval(rows, "accuracy", resamples=4000)
+    assert (result["estimate"], result["low"], result["high"], result["seeds"]) == (0.5, 0.0, 1.0, 2)
+
+
+def test_a_difference_is_paired_on_the_same_people_and_seeds():
+    # Condition a is right wherever b is, and on person 2 too (4 people, the same under both seeds). Paired, a
+    # resample's difference is (times person 2 is drawn) / 4, Binomial(4, 1/4) / 4: P(0) = 0.316, so the 2.5%
+    # quantile is 0; P(<= 2) = 243/256 = 0.949 and P(<= 3) = 255/256, so the 97.5% quantile is 3/4. Unpaired, the
+    # two rates would vary apart and the interval reach below 0. Identical conditions give exactly 0.
+    b = records([(s, p, "correct" if p < 2 else "hallucinated") for s in (0, 1) for p in range(4)])
+    a = records([(s, p, "correct" if p < 3 else "hallucinated") for s in (0, 1) for p in range(4)])
+    result = difference_interval(a, b, "accuracy", resamples=20000)
+    assert (result["estimate"], result["low"], result["high"]) == (0.25, 0.0, 0.75)
+    assert (result["people"], result["seeds"]) == (4, 2)
+    same = difference_interval(b, b, "accuracy")
+    assert (same["estimate"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+
+
+def test_answered_accuracy_counts_only_answered_questions():
+    rows = records([(0, 0, "correct"), (0, 0, "abstained"), (0, 1, "hallucinated"), (0, 1, "abstained")])
+    assert rate_interval(rows, "answered_accuracy")["estimate"] == 0.5
+    assert rate_interval(rows, "abstention_rate")["estimate"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "bars", "expected"),
+    [
+        (0.02, 0.10, +1, {}, "reproduced"),
+        (-0.10, -0.02, -1, {}, "reproduced"),  # a fall, where the finding says fall
+        (-0.05, 0.10, +1, {}, "inconclusive"),
+        (-0.10, -0.02, +1, {}, "not reproduced"),
+        (-0.02, 0.05, +1, {"smallest_effect": 0.07}, "not reproduced"),  # rules out half the published 14 points
+        (-0.02, 0.09, +1, {"smallest_effect": 0.07}, "inconclusive"),
+        (-0.04, 0.01, +1, {"margin": 0.05}, "reproduced"),  # a loss, but smaller than the margin of "no loss"
+        (-0.08, -0.01, +1, {"margin": 0.05}, "not reproduced"),
+        (-0.08, 0.01, +1, {"margin": 0.05}, "inconclusive"),
+    ],
+)
+def test_verdicts_follow_the_interval_of_the_difference(low, high, direction, bars, expected):
+    assert verdict({"low": low, "high": high}, direction, **bars) == expected
+
+
+def test_an_undefined_difference_is_inconclusive():
+    assert verdict({"low": None, "high": None}, +1) == "inconclusive"
+
+
+def test_error_sources_on_hand_made_answers():
+    taught = taught_values(
+        [
+            {"attribute": "city", "answer": " Paris"},
+            {"attribute": "city", "answer": " Paris"},
+            {"attribute": "city", "answer": " Rome"},
+            {"attribute": "city", "answer": " I don't know"},  # teaches no value
+        ]
+    )
+    assert taught == {"city": Counter({"paris": 2, "rome": 1})}
+    # The world: 10 people; values paris 3, rome 2, oslo 4, lima 1 (person 0 lives in oslo).
+    world = {"city": Counter({"paris": 3, "rome": 2, "oslo": 4, "lima": 1})}
+    asked = [("Paris", "hallucinated"), ("Rome", "hallucinated"), ("Lima", "hallucinated"), ("Tokyo", "hallucinated"),
+             ("Oslo", "correct")]  # fmt: skip
+    rows = [{"person_id": 0, "attribute": "city", "reference": " Oslo", "answer": a, "verdict": v} for a, v in asked]
+    columns = error_sources(rows, taught, world)
+    assert [c["error_source"] for c in columns] == ["hedged_default", "borrowed", "other_person", "none", None]
+    # The 6 people not in oslo: 3 in paris (the default), 2 in rome (borrowed), 1 in lima.
+    assert columns[0]["chance_hedged_default"] == pytest.approx(3 / 6)
+    assert columns[0]["chance_borrowed"] == pytest.approx(2 / 6)
+    shares = source_shares(pd.DataFrame([row | column for row, column in zip(rows, columns, strict=True)]))
+    assert shares["hallucinated"] == 4
+    assert shares["shares"] == {"hedged_default": 0.25, "borrowed": 0.25, "other_person": 0.25, "none": 0.25}
+    assert shares["chance"] == {"hedged_default": pytest.approx(0.5), "borrowed": pytest.approx(1 / 3)}
+
+
+def test_a_value_taught_once_like_every_other_is_no_default():
+    taught = {"city": Counter({"paris": 1, "rome": 1})}
+    row = {"person_id": 0, "attribute": "city", "reference": " Oslo", "answer": "Paris", "verdict": "hallucinated"}
+    (column,) = error_sources([row], taught, {"city": Counter({"paris": 1, "rome": 1, "oslo": 1})})
+    assert (column["error_source"], column["chance_hedged_default"], column["chance_borrowed"]) == ("borrowed", 0, 1)
+
+
+def test_an_answer_scored_against_an_abstention_target_has_no_source():
+    (column,) = error_sources(
+        [
+            {
+                "person_id": 0,
+                "attribute": "city",
+                "reference": " I don't know",
+                "answer": "Paris",
+                "verdict": "hallucinated",
+            }
+        ],
+        {"city": Counter({"paris": 1})},
+        {"city": Counter({"paris": 1, "oslo": 1})},
+    )
+    assert column["error_source"] is None
+
+
+def test_calibration_matches_hand_computation():
+    # exp(confidence): 0.95, 0.95 (bin 9; one right), 0.25, 0.25, 0.25, 0.25 (bin 2; all right), and an abstention.
+    confidences = [math.log(0.95)] * 2 + [math.log(0.25)] * 4 + [0.0]
+    verdicts = ["correct", "hallucinated", "correct", "correct", "correct", "correct", "abstained"]
+    result = calibration(pd.DataFrame({"confidence": confidences, "verdict": verdicts}))
+    assert result["answered"] == 6
+    assert [(b["low"], b["count"]) for b in result["bins"]] == [(0.2, 4), (0.9, 2)]
+    # ECE = 4/6 * |1 - 0.25| + 2/6 * |0.5 - 0.95| = 0.5 + 0.15
+    assert result["ece"] == pytest.approx(0.65)
+
+
+def test_a_confidence_of_one_falls_in_the_last_bin():
+    result = calibration(pd.DataFrame({"confidence": [0.0], "verdict": ["correct"]}))
+    assert [(b["low"], b["high"], b["accuracy"]) for b in result["bins"]] == [(0.9, 1.0, 1.0)]
+    assert result["ece"] == 0.0
