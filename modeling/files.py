@@ -22,16 +22,29 @@ def _open_to_umask(path: str | os.PathLike, mode: int) -> None:
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write `data` as JSON (NaN as null, which every JSON reader accepts) through a staging file, so a crash never
     leaves a truncated file."""
+    text = json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n"
+    with staged_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A staging file beside `path` to write (a name of its own, so two writers never replace each other's
+    half-written file): when the `with` block ends, it gets the permissions of any file made here and replaces
+    `path`; when the block raises, it is removed and `path` stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_without_nan(data), indent=2, allow_nan=False) + "\n"
-    # A staging file of its own, so two writers never replace each other's half-written file.
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    _open_to_umask(staging, 0o666)
-    Path(staging).replace(path)
-    return path
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        _open_to_umask(staging, 0o666)
+        staging.replace(path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def _without_nan(value):
@@ -71,4 +84,4 @@ def replace_folder(staging: Path, out_dir: Path) -> None:
         staging.rename(out_dir)
 
 
-__all__ = ["replace_folder", "staged_folder", "write_json"]
+__all__ = ["replace_folder", "staged_file", "staged_folder", "write_json"]

@@ -7,9 +7,10 @@ results (hub_card.md), its plots, and a LoRA adapter with its own card when give
     python scripts/push_to_hub.py --model-dir runs/study/best/model --repo-id you/lstm-lab
     # the pre-trained model with a LoRA adapter of the study in adapter/:
     python scripts/push_to_hub.py --model-dir runs/study/pretrain/model \\
-        --adapter runs/study/conditions/lora_u0_n240_none/adapter --repo-id you/lstm-lab-lora --dry-run runs/hub/lora
+        --adapter runs/study/conditions/lora_u0_n240_none/seed_0/adapter \\
+        --repo-id you/lstm-lab-lora --dry-run runs/hub/lora
 
-The study folder defaults to the one the model lies in (pretrain/model, best/model or conditions/<name>/model).
+The study folder defaults to the one the model lies in (pretrain/model, best/model or conditions/<name>/seed_<S>/model).
 """
 
 import argparse

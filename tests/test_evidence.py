@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.study.calibration import calibration
+from modeling.study.calibration import calibration, calibration_by_seed
 from modeling.study.error_sources import error_sources, source_shares, taught_values
 from modeling.study.evidence import (
     STATISTICS,
@@ -89,9 +89,9 @@ def test_answered_accuracy_counts_only_answered_questions():
         (-0.10, -0.02, +1, {}, "not reproduced"),
         (-0.02, 0.05, +1, {"smallest_effect": 0.07}, "not reproduced"),  # rules out half the published 14 points
         (-0.02, 0.09, +1, {"smallest_effect": 0.07}, "inconclusive"),
-        (-0.04, 0.01, +1, {"margin": 0.05}, "reproduced"),  # a loss, but smaller than the margin of "no loss"
-        (-0.08, -0.01, +1, {"margin": 0.05}, "not reproduced"),
-        (-0.08, 0.01, +1, {"margin": 0.05}, "inconclusive"),
+        (-0.04, -0.01, +1, {"margin": 0.05}, "reproduced"),  # a loss, but smaller than the margin of "no loss"
+        (-0.10, -0.06, +1, {"margin": 0.05}, "not reproduced"),  # a loss beyond the margin
+        (-0.08, -0.01, +1, {"margin": 0.05}, "inconclusive"),  # a loss, maybe within the margin
     ],
 )
 def test_verdicts_follow_the_interval_of_the_difference(low, high, direction, bars, expected):
@@ -167,3 +167,30 @@ def test_a_confidence_of_one_falls_in_the_last_bin():
     result = calibration(pd.DataFrame({"confidence": [0.0], "verdict": ["correct"]}))
     assert [(b["low"], b["high"], b["accuracy"]) for b in result["bins"]] == [(0.9, 1.0, 1.0)]
     assert result["ece"] == 0.0
+
+
+def test_disjoint_groups_are_resampled_each_within_itself():
+    # a: people 0 and 1, always right; b: person 2 right, person 3 wrong. Within their groups every resample keeps
+    # two of each, so a's rate is always 1 and the difference is 1 - (0, 0.5 or 1) with chances 1/4, 1/2, 1/4.
+    a = records([(0, 0, "correct"), (0, 1, "correct")])
+    b = records([(0, 2, "correct"), (0, 3, "hallucinated")])
+    result = difference_interval(a, b, "accuracy", resamples=20000, disjoint=True)
+    assert (result["estimate"], result["low"], result["high"], result["people"]) == (0.5, 0.0, 1.0, 4)
+    tables = [person_seed_table(rows, STATISTICS["accuracy"], [0], [0, 1, 2, 3]) for rows in (a, b)]
+    drawn = bootstrap(tables, resamples=20000, strata=np.array([1, 1, 0, 0]))
+    assert (drawn[0] == 1.0).all()  # never a resample without a's people
+    assert np.mean(drawn[0] - drawn[1] == 0.5) == pytest.approx(0.5, abs=0.02)
+    with pytest.raises(ValueError, match="some people are on both sides"):
+        difference_interval(a, a, "accuracy", disjoint=True)
+
+
+def test_calibration_by_seed_averages_each_seeds_ece():
+    # Seed 0: one answer at 0.95, right (ECE 0.05); seed 1: one at 0.95, wrong (ECE 0.95). Pooled, the bin would be
+    # half right at 0.95 (ECE 0.45): the mean over seeds is 0.5.
+    rows = pd.DataFrame(
+        {"training_seed": [0, 1], "confidence": [math.log(0.95)] * 2, "verdict": ["correct", "hallucinated"]}
+    )
+    result = calibration_by_seed(rows)
+    assert result["ece_by_seed"] == pytest.approx([0.05, 0.95])
+    assert (result["ece"], result["answered"]) == (pytest.approx(0.5), 1)
+    assert [(b["count"], b["accuracy"]) for b in result["bins"]] == [(2, 0.5)]

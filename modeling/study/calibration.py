@@ -2,10 +2,13 @@
 reliability diagram's bins (Guo et al., 2017, "On Calibration of Modern Neural Networks", section 2), over the
 answered questions (an abstention states nothing).
 
-The confidence recorded per answer is the mean log-probability of its tokens; as a probability it is
-exp(confidence), the geometric mean of the tokens' probabilities (1 for an answer the model is sure of). Kalai et al.
-(2025, "Why Language Models Hallucinate") argue that pre-training leaves a model calibrated and post-training breaks
-it: comparing epoch 0 with the last epoch on the same questions asks whether fine-tuning does so here.
+The confidence recorded per answer is the mean log-probability of its tokens; the score calibrated here is
+exp(confidence), the geometric mean of the tokens' probabilities (1 for an answer the model is sure of). That is a
+length-normalised score, not the probability of the whole answer, so the ECE says how well this score, the one the
+detector and selective answering use, matches accuracy. Kalai et al. (2025, "Why Language Models Hallucinate") argue
+that pre-training leaves a model calibrated and post-training breaks it: comparing epoch 0 with the last epoch on the
+same questions asks whether fine-tuning does so here. ECE depends on how many answers it is computed over, so a
+study compares it per training seed (`calibration_by_seed`), each over the same test questions.
 """
 
 import numpy as np
@@ -35,4 +38,18 @@ def calibration(rows: pd.DataFrame, num_bins: int = NUM_BINS) -> dict:
     return {"ece": ece if len(answered) else None, "answered": len(answered), "bins": out}
 
 
-__all__ = ["NUM_BINS", "calibration"]
+def calibration_by_seed(rows: pd.DataFrame, num_bins: int = NUM_BINS) -> dict:
+    """`calibration` of each training seed's records among `rows`: `ece` is the mean of the seeds' ECEs
+    (`ece_by_seed`, None for a seed that answered nothing is left out), `answered` the answers per seed on
+    average, and `bins` those of all seeds pooled (for the reliability diagram)."""
+    per_seed = [calibration(seed_rows, num_bins) for _, seed_rows in rows.groupby("training_seed", sort=True)]
+    eces = [c["ece"] for c in per_seed if c["ece"] is not None]
+    return {
+        "ece": sum(eces) / len(eces) if eces else None,
+        "ece_by_seed": eces,
+        "answered": sum(c["answered"] for c in per_seed) / len(per_seed) if per_seed else 0,
+        "bins": calibration(rows, num_bins)["bins"],
+    }
+
+
+__all__ = ["NUM_BINS", "calibration", "calibration_by_seed"]

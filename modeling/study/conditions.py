@@ -28,8 +28,6 @@ from .detector import Answers, evaluate_detectors
 from .error_sources import error_sources, taught_values, world_values
 from .records import evaluation_records, per_epoch_figures
 
-RECORDED_FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "auroc")
-
 
 def dev_test_splits(splits: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
     """`dev_known`, `dev_unknown`, `test_known`, `test_unknown`: the held-out questions of the world's `splits`, split

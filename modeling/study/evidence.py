@@ -1,18 +1,20 @@
 """Intervals that fit the study's design, computed from its per-answer records (`records.py`).
 
-The six questions about one person are not independent, and a fine-tuning run is one draw among the training seeds,
-so every rate gets a two-level bootstrap interval: each resample draws the test people with replacement (a person
-with all their questions: the cluster bootstrap) and the training seeds with replacement, and the statistic is the
-mean over the drawn seeds of each seed's rate over the drawn people (Davison & Hinkley, 1997, section 3.8, on
-resampling clustered data at both levels). A difference between two conditions (or two epochs) is bootstrapped
-*paired*: both sides use the same drawn people and seeds, so what the two have in common cancels. The interval is the
-2.5th to 97.5th percentile of the resampled statistic (the percentile method), which runs somewhat narrow with as few
-as 20 people or 3 seeds. scipy's `bootstrap` resamples one level of independent observations, not clusters within
-seeds, hence the few lines here.
+The design is crossed: the same test people are asked under every training seed, and neither the six questions about
+one person nor the answers of one fine-tuning run are independent. Every rate therefore gets a bootstrap interval
+that resamples both factors with replacement, independently (Owen, 2007, "The pigeonhole bootstrap", for two crossed
+random factors): each resample draws the people (each with all their questions) and the training seeds, and the
+statistic is the mean over the drawn seeds of each seed's rate over the drawn people. A difference between two
+conditions (or two epochs) uses the same draws on both sides, so what they share cancels: the same people, and the
+seeds paired by number (between two conditions the runs of one seed number are independent draws, so that pairing
+neither helps nor hurts). The interval is the 2.5th to 97.5th percentile of the resampled statistic (the percentile
+method). It runs narrow with few clusters: resampling 3 seeds gives on average 2/3 of their variance, and ~20 test
+people per group are few. Every interval is conditional on the study's one world and one pre-training; whole-study
+`seeds` vary those. scipy's `bootstrap` resamples one level of independent observations, hence the few lines here.
 
 Verdicts follow the interval of the difference (`verdict`): *reproduced* when it excludes 0 in the published
-direction, *not reproduced* when it excludes the smallest effect that would still count as the published one,
-*inconclusive* otherwise.
+direction, *not reproduced* when it lies wholly below the smallest effect that would still count as the published
+one, *inconclusive* otherwise.
 """
 
 import warnings
@@ -74,13 +76,19 @@ def _seed_mean(hits: np.ndarray, counts: np.ndarray) -> float:
     return float(rates.mean()) if len(rates) else float("nan")
 
 
-def bootstrap(tables: list[tuple[np.ndarray, np.ndarray]], resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+def bootstrap(
+    tables: list[tuple[np.ndarray, np.ndarray]],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    strata: np.ndarray | None = None,
+) -> np.ndarray:
     """The two-level bootstrap of each table's rate (`person_seed_table`s of the same seeds and people), the same
     draws of people and seeds for every table: an array of shape (len(tables), resamples), NaN where a resample
-    counted nothing."""
+    counted nothing. With `strata` (a label per person), people are drawn within each stratum, so each keeps its
+    size."""
     num_seeds, num_people = tables[0][0].shape
     rng = np.random.default_rng(seed)
-    people = rng.integers(0, num_people, size=(resamples, num_people))
+    people = _draw_people(rng, num_people, resamples, strata)
     seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
     out = np.empty((len(tables), resamples))
     for index, (hits, counts) in enumerate(tables):
@@ -92,6 +100,17 @@ def bootstrap(tables: list[tuple[np.ndarray, np.ndarray]], resamples: int = RESA
             warnings.simplefilter("ignore", RuntimeWarning)
             out[index] = np.nanmean(picked, axis=0)
     return out
+
+
+def _draw_people(rng: np.random.Generator, num_people: int, resamples: int, strata: np.ndarray | None) -> np.ndarray:
+    """Person indices of each resample, shape (resamples, num_people): drawn with replacement, within each stratum."""
+    if strata is None:
+        return rng.integers(0, num_people, size=(resamples, num_people))
+    drawn = []
+    for label in np.unique(strata):
+        members = np.flatnonzero(strata == label)
+        drawn.append(members[rng.integers(0, len(members), size=(resamples, len(members)))])
+    return np.concatenate(drawn, axis=1)
 
 
 def _interval(values: np.ndarray) -> tuple[float | None, float | None]:
@@ -126,13 +145,30 @@ def rate_interval(rows: pd.DataFrame, statistic: str, resamples: int = RESAMPLES
 
 
 def difference_interval(
-    a: pd.DataFrame, b: pd.DataFrame, statistic: str, resamples: int = RESAMPLES, seed: int = 0
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    statistic: str,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    disjoint: bool = False,
 ) -> dict:
-    """`statistic` of `a` minus that of `b` (records of the same people and seeds, e.g. two conditions on the test
-    people), with the paired 95% interval of the difference (`bootstrap`, the same draws for both sides)."""
+    """`statistic` of `a` minus that of `b`, with the 95% interval of the difference (`bootstrap`, the same draws
+    for both sides). Paired when `a` and `b` are records of the same people (e.g. two conditions on the test
+    people); with `disjoint`, they are of different people (e.g. known and unknown fine-tune people), each side's
+    people resampled within their own group.
+
+    Raises:
+        ValueError: if `disjoint` and a person is on both sides.
+    """
     tables = _tables([a, b], STATISTICS[statistic])
     estimate = _seed_mean(*tables[0]) - _seed_mean(*tables[1])
-    drawn = bootstrap(tables, resamples, seed)
+    strata = None
+    if disjoint:
+        if set(a["person_id"]) & set(b["person_id"]):
+            raise ValueError("disjoint=True, but some people are on both sides of the difference")
+        people = sorted(set(a["person_id"]) | set(b["person_id"]))
+        strata = np.isin(people, a["person_id"].unique()).astype(int)
+    drawn = bootstrap(tables, resamples, seed, strata)
     low, high = _interval(drawn[0] - drawn[1])
     return {
         "estimate": None if np.isnan(estimate) else estimate,
@@ -150,21 +186,19 @@ def verdict(difference: dict, direction: int, smallest_effect: float = 0.0, marg
         difference: `difference_interval`'s result.
         direction: +1 when the finding says the difference is positive, -1 negative.
         smallest_effect: the smallest effect (in the published direction, >= 0) that would still count as the
-            published one: "not reproduced" when the interval lies below it. 0: only an effect in the other direction
-            refutes the finding.
-        margin: for a finding of *no* harm, the harm (>= 0) still counted as none: "reproduced" when the interval
-            lies above -margin.
+            published one. 0: only an effect in the other direction refutes the finding.
+        margin: for a finding of *no* harm (non-inferiority), the harm (>= 0) still counted as none.
 
     Returns:
-        "reproduced" when the interval (signed by `direction`) lies above -margin (above 0 for `margin` 0), "not
-        reproduced" when it lies below `smallest_effect`, else (or when undefined) "inconclusive".
+        With the interval signed by `direction`: "reproduced" when it lies above -margin (above 0 for `margin` 0),
+        "not reproduced" when it lies below `smallest_effect - margin`, else (or when undefined) "inconclusive".
     """
     if difference["low"] is None:
         return "inconclusive"
     low, high = sorted((direction * difference["low"], direction * difference["high"]))
     if low > -margin:
         return "reproduced"
-    if high < smallest_effect:
+    if high < smallest_effect - margin:
         return "not reproduced"
     return "inconclusive"
 

@@ -8,7 +8,7 @@ whose values they could have come from), so `results.json` carries it and the re
 
 import pandas as pd
 
-from .calibration import calibration
+from .calibration import calibration_by_seed
 from .config import Condition, StudyArguments, by_condition
 from .error_sources import sources_by_epoch
 from .evidence import RESAMPLES, difference_interval, rate_interval, verdict
@@ -28,8 +28,9 @@ ABSTENTION_GAIN = 0.115
 # A harm this small still counts as "no loss" for the filtering finding (ours: their paper gives no margin).
 NO_LOSS_MARGIN = 0.05
 METHOD = (
-    f"paired two-level percentile bootstrap, {RESAMPLES} resamples: test people (with all their questions) and "
-    "training seeds drawn with replacement, the same draws for both sides of a difference"
+    f"percentile bootstrap over people and training seeds, {RESAMPLES} resamples: people (with all their "
+    "questions) and seeds drawn with replacement, the same draws for both sides of a difference; intervals of 0 "
+    "width mean every person under every seed gave the same verdict"
 )
 
 
@@ -44,6 +45,11 @@ def runs_at(records: pd.DataFrame, condition: dict, epoch: int | str = "last") -
     else:
         chosen = dict.fromkeys(rows["training_seed"].unique(), epoch)
     return rows[rows["epoch"] == rows["training_seed"].map(chosen)]
+
+
+def first_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The records of the first training seed among `rows`."""
+    return rows[rows["training_seed"] == rows["training_seed"].min()]
 
 
 def asked(rows: pd.DataFrame, split: str, group: str | None = None, knowledge: str | None = None) -> pd.DataFrame:
@@ -65,15 +71,29 @@ def condition_rates(records: pd.DataFrame, condition: dict, epoch: int | str = "
     }
 
 
-def compare(question: str, a: tuple[str, pd.DataFrame], b: tuple[str, pd.DataFrame], statistic: str) -> dict:
-    """One comparison: `a`'s statistic minus `b`'s ((label, records) each), with its paired interval."""
+def compare(
+    question: str, a: tuple[str, pd.DataFrame], b: tuple[str, pd.DataFrame], statistic: str, disjoint: bool = False
+) -> dict:
+    """One comparison: `a`'s statistic minus `b`'s ((label, records) each), with its interval (paired, or with
+    `disjoint` of two groups of people; see `evidence.difference_interval`)."""
     return {
         "question": question,
         "a": a[0],
         "b": b[0],
         "statistic": statistic,
-        **difference_interval(a[1], b[1], statistic),
+        **difference_interval(a[1], b[1], statistic, disjoint=disjoint),
     }
+
+
+def unfitted_at_start(records: pd.DataFrame, condition: dict) -> dict[str, pd.DataFrame]:
+    """The fine-tune records of `condition` after epoch 0 of the examples its runs did not fit at epoch 0 (what
+    pre-training already taught is no fitting), by group: known, unknown."""
+    rows = asked(records[records["condition"] == condition["name"]], "finetune")
+    keys = pd.MultiIndex.from_frame(rows[["training_seed", "prompt"]])
+    start = rows["epoch"] == 0
+    unfitted = keys[start & ~rows["exact_match"]]
+    later = rows[(rows["epoch"] >= 1) & keys.isin(unfitted)]
+    return {group: later[later["group"] == group] for group in ("known", "unknown")}
 
 
 def comparisons(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
@@ -131,14 +151,22 @@ def findings(records: pd.DataFrame, conditions: list[dict], args: StudyArguments
         claim = "The harm comes late: early stopping beats training to convergence"
         tested.append((2, claim, comparison, rule, {"smallest_effect": LATE_HARM}))
     if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
-        fitted = records[(records["condition"] == plain["name"]) & (records["epoch"] >= 1)]
-        known, unknown = ((f"fine-tune {g}", asked(fitted, "finetune", g)) for g in ("known", "unknown"))
-        comparison = compare("known against unknown over the fine-tuned epochs", known, unknown, "exact_match")
-        rule = "resampling the fine-tune people; not reproduced if the interval lies below 0"
+        known, unknown = (("fine-tune " + group, rows) for group, rows in unfitted_at_start(records, plain).items())
+        comparison = compare(
+            "known against unknown: share fitted of those not fitted at epoch 0, over the fine-tuned epochs",
+            known,
+            unknown,
+            "exact_match",
+            disjoint=True,
+        )
+        rule = "known and unknown fine-tune people resampled each within their group; not reproduced if below 0"
         tested.append((3, "Unknown fine-tune examples are fitted more slowly than known ones", comparison, rule, {}))
     if plain and filtered:
         comparison = compare("filtered against all", *_test(records, (filtered, plain), "known"), "accuracy")
-        rule = f"reproduced if the interval lies above -{NO_LOSS_MARGIN:.2f} (our margin for no loss); not if below 0"
+        rule = (
+            f"reproduced if the interval lies above -{NO_LOSS_MARGIN:.2f}, not reproduced if it lies below "
+            f"-{NO_LOSS_MARGIN:.2f} (our margin for 'no loss', set before the first run; their paper gives none)"
+        )
         claim = "Dropping the unknown fine-tune examples costs nothing (or gains)"
         tested.append((4, claim, comparison, rule, {"margin": NO_LOSS_MARGIN}))
     if plain and abstained:
@@ -170,12 +198,15 @@ def study_evidence(conditions: list[dict], records: pd.DataFrame, args: StudyArg
             c["name"]: sources_by_epoch(test[test["condition"] == c["name"]]) for c in trained if "records_of" not in c
         },
         "calibration": {
-            "epoch0": calibration(runs_at(test, trained[0], 0)) if trained else None,
-            "last": {c["name"]: calibration(runs_at(test, c)) for c in trained},
+            # Epoch 0's answers are the same in every run: one copy.
+            "epoch0": calibration_by_seed(first_seed(runs_at(test, trained[0], 0))) if trained else None,
+            "last": {c["name"]: calibration_by_seed(runs_at(test, c)) for c in trained},
         },
         "intervals": {
             "method": METHOD,
-            "epoch0": condition_rates(records, trained[0], 0) if trained else {},
+            "epoch0": condition_rates(first_seed(records[records["condition"] == trained[0]["name"]]), trained[0], 0)
+            if trained
+            else {},
             "conditions": {c["name"]: condition_rates(records, c) for c in trained},
         },
         "comparisons": comparisons(records, trained, args),

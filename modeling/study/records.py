@@ -7,8 +7,6 @@ and recompute any number. A run's file is trusted only when its SHA-256 matches 
 """
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import datasets
@@ -16,6 +14,7 @@ import pandas as pd
 from datasets import Features, Value
 
 from ..factuality.factuality import classify_answers
+from ..files import staged_file
 from .detector import auroc
 
 RECORD_FEATURES = Features(
@@ -85,12 +84,9 @@ def evaluation_records(
 def write_records(rows: list[dict], path: Path) -> str:
     """Write `rows` (dicts with `RECORD_FEATURES`' columns) as Parquet at `path` through a staging file; returns the
     file's SHA-256, which `read_records` checks."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    datasets.Dataset.from_list(rows, features=RECORD_FEATURES).to_parquet(staging)
-    digest = file_sha256(Path(staging))
-    Path(staging).replace(path)
+    with staged_file(path) as staging:
+        datasets.Dataset.from_list(rows, features=RECORD_FEATURES).to_parquet(staging)
+        digest = file_sha256(staging)
     return digest
 
 

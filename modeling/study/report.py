@@ -9,6 +9,7 @@ matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
 from ..files import write_json
+from .conditions import best_epoch
 from .config import Condition, by_condition
 from .error_sources import SOURCES
 from .findings import REPORTED_RATES
@@ -170,7 +171,7 @@ def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     sizes = [c["finetune_size"] for c in runs]
     ax.plot(sizes, [c["per_epoch"][-1]["test_known_accuracy"] for c in runs], "o-", label="at the last epoch")
-    ax.plot(sizes, [max(r["test_known_accuracy"] for r in c["per_epoch"]) for c in runs], "s--", label="best epoch")
+    ax.plot(sizes, [_at_dev_best(c)["test_known_accuracy"] for c in runs], "s--", label="epoch chosen on dev")
     ax.set_xscale("log")
     ax.set_xlabel("fine-tune set size (questions)")
     ax.set_ylabel("held-out known accuracy")
@@ -178,6 +179,12 @@ def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
     _rate_axis(ax)
     ax.legend()
     _save(fig, path)
+
+
+def _at_dev_best(condition: dict) -> dict:
+    """The condition's (mean) per-epoch record at the fine-tuned epoch with the best dev known accuracy."""
+    epoch = best_epoch(condition["per_epoch"])
+    return next(record for record in condition["per_epoch"] if record["epoch"] == epoch)
 
 
 def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
@@ -371,24 +378,25 @@ def _sources_tables(error_sources: dict, plain: dict | None) -> list[str]:
 
 
 def _calibration_table(calibration: dict) -> list[str]:
-    lines = ["| model | answered | ECE |", "|---|---|---|"]
+    lines = ["| model | answered per seed | ECE (mean over seeds) | ECE by seed |", "|---|---|---|---|"]
     rows = [("pre-trained (epoch 0)", calibration["epoch0"]), *calibration["last"].items()]
     for label, curve in rows:
         if curve is not None:
             ece = "n/a" if curve["ece"] is None else f"{curve['ece']:.3f}"
-            lines.append(f"| {label} | {curve['answered']} | {ece} |")
+            by_seed = ", ".join(f"{value:.3f}" for value in curve["ece_by_seed"])
+            lines.append(f"| {label} | {curve['answered']:.0f} | {ece} | {by_seed} |")
     return lines
 
 
 def finding_lines(findings: list[dict]) -> list[str]:
-    """One paragraph per finding of results.json's `findings`: the claim, our paired difference and the verdict."""
+    """One paragraph per finding of results.json's `findings`: the claim, our difference and the verdict."""
     lines = []
     for f in findings:
         c = f["comparison"]
         lines.append(
-            f"{f['number']}. {f['claim']} (theirs). Ours: {c['a']} minus {c['b']}, "
-            f"{c['statistic'].replace('_', ' ')}: {_signed(c)} over {c['people']} people and {c['seeds']} "
-            f"training seeds: **{f['verdict']}** ({f['rule']})."
+            f"{f['number']}. {f['claim']} (theirs). Ours, {c['question']}: {c['a']} minus {c['b']}, "
+            f"{c['statistic'].replace('_', ' ')}, {_signed(c)} over {c['people']} people and {c['seeds']} training "
+            f"seeds: **{f['verdict']}**. Rule: {f['rule']}."
         )
     return lines
 
@@ -426,9 +434,9 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += _detection(conditions, plain)
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
     lines += [
-        "Each verdict follows the paired 95% interval of the difference that tests it: *reproduced* when it excludes "
-        "0 in the published direction, *not reproduced* when it excludes the published effect (the rule of each "
-        "finding says which), *inconclusive* otherwise.",
+        "Each verdict follows the 95% interval of the difference that tests it: *reproduced* when it excludes 0 in "
+        "the published direction, *not reproduced* when it lies wholly below the smallest effect that still counts "
+        "as the published one (0, or half the published effect: each rule says which), *inconclusive* otherwise.",
         "",
     ]
     lines += finding_lines(results["findings"])
@@ -438,11 +446,13 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += [
         "Each hallucinated answer is the fine-tune set's most frequent value of the attribute (hedged default), "
         "another value it taught (borrowed), another person's value it did not teach, or none of these; in brackets, "
-        "the share a wrong value drawn at random from the world's other people would have (`error_sources.py`).",
+        "the share a wrong value drawn at random from the world's other people would have (`error_sources.py`). "
+        "The epoch-0 rows hold the pre-trained model's one set of answers once per seed, each classified against "
+        "that seed's fine-tune set. No interval is computed for these shares.",
         "",
     ]
     lines += _sources_tables(results["error_sources"], plain)
-    lines += ["", "## Calibration of the confidence (test people, answered questions, seeds pooled)", ""]
+    lines += ["", "## Calibration of the confidence (test people, answered questions, ECE per training seed)", ""]
     lines += _calibration_table(results["calibration"])
     lines += [""]
     lines += [
@@ -468,7 +478,9 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
     """The detector table (AUROC of each signal, with Hanley-McNeil 95% intervals) and selective answering."""
     lines = [
         "Known and unknown test people pooled; the hidden-state probe is fitted on the dev people. AUROC 0.5 is "
-        "chance, 1.0 a perfect split of right from wrong answers.",
+        "chance, 1.0 a perfect split of right from wrong answers. Computed at the end of each run from its last "
+        "answers (the confidence AUROC of each group is also in the records) and the hidden states, which are not on "
+        "record; the Hanley-McNeil intervals treat answers as independent.",
         "",
         "| condition | training seed | answered | correct | confidence AUROC | hidden-state probe AUROC |",
         "|---|---|---|---|---|---|",

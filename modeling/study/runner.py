@@ -1,11 +1,14 @@
-"""The study, stage by stage: pre-train, probe, fine-tune every condition, then write results, plots and report.
+"""The study, stage by stage: pre-train, probe, answer every question with the pre-trained model (epoch 0),
+fine-tune every condition under each training seed, then write the records, results, plots and report.
 
 Every stage saves its output atomically and a re-run skips what is finished: the pre-trained model when its recorded
-config matches, the probe and each condition when their files are whole and carry the key of the settings they came
-from (the pre-training's config, the fine-tuning config file, the study settings they depend on). A file that does
-not parse, lacks a field or has another key is redone, never trusted.
+config matches, the probe, the epoch-0 answers and each run when their files are whole and carry the key of the
+settings they came from (the pre-training's config, the fine-tuning config file, the study settings they depend on),
+and a run only when its saved model is there and its records file is the one it wrote. A file that does not parse,
+lacks a field or has another key is redone, never trusted.
 
-The fine-tuned model (or adapter) of the condition that does best on the dev people is copied to `best/`. With
+The fine-tuned model (or adapter) of the condition that does best on the dev people, from its best training seed,
+is copied to `best/`. With
 `seeds`, the whole study runs once per seed (world, pre-training, draws and probe), each in `seed_<S>/`, and
 `seeds.md` / `seeds.json` give every figure's mean over seeds with a 95% t-interval.
 """
@@ -188,9 +191,9 @@ def probe_stage(
     probe_key = settings_key(pretrain_key, args.probe_samples, args.probe_temperature, args.seed)
     probe = load_stage(probe_file, probe_key)
     if probe is not None:
-        print(f"study: stage 2/4, probe: reusing {probe_file}")
+        print(f"study: stage 2/5, probe: reusing {probe_file}")
         return probe, True
-    print("study: stage 2/4, probing what the pre-trained model knows", flush=True)
+    print("study: stage 2/5, probing what the pre-trained model knows", flush=True)
     model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
     people = world.people_in("known") + world.people_in("unknown")
     probe = probe_knowledge(model, tokenizer, people, args.probe_samples, args.probe_temperature, seed=args.seed)
@@ -202,7 +205,7 @@ def probe_stage(
 def epoch0_stage(
     args: StudyArguments, out_dir: Path, pretrain_dir: Path, pretrain_key: str
 ) -> tuple[dict[str, tuple[str, float]], str, bool]:
-    """Stage 2b: the pre-trained model's answer and confidence to every question a run can ask (the fine-tune and
+    """Stage 3: the pre-trained model's answer and confidence to every question a run can ask (the fine-tune and
     held-out people's, known and unknown), generated once as each evaluation generates them and shared by every run
     as its epoch 0; saved as `epoch0.json`. Returns prompt -> (answer, confidence), its settings key and whether it
     was reused."""
@@ -211,9 +214,9 @@ def epoch0_stage(
     key = settings_key(pretrain_key, sft_config.per_device_eval_batch_size)
     saved = load_stage(path, key)
     if saved is not None and isinstance(saved.get("answers"), dict):
-        print(f"study: stage 2/4, epoch 0: reusing {path}")
+        print(f"study: stage 3/5, epoch 0: reusing {path}")
         return {prompt: tuple(answer) for prompt, answer in saved["answers"].items()}, key, True
-    print("study: stage 2/4, epoch 0: the pre-trained model answers every question", flush=True)
+    print("study: stage 3/5, epoch 0: the pre-trained model answers every question", flush=True)
     splits = load_world_datasets(pretrain_dir / "world")
     prompts = [
         p for group in ("known", "unknown") for role in ROLES for p in splits[qa_split_name(group, role)]["prompt"]
@@ -230,7 +233,7 @@ def epoch0_stage(
 def conditions_stage(
     args: StudyArguments, out_dir: Path, pretrain_dir: Path, world: World, probe: dict, epoch0: tuple[dict, str]
 ) -> tuple[dict[Condition, dict], list[str]]:
-    """Stage 3: every planned condition under every training seed, each run fine-tuned unless
+    """Stage 4: every planned condition under every training seed, each run fine-tuned unless
     `conditions/<name>/seed_<S>.json` holds its finished result under the same settings key (with its records file
     whole); `epoch0` is `epoch0_stage`'s answers and key. Returns the results by condition
     (`conditions.condition_result`) and the names of the runs reused."""
@@ -250,7 +253,7 @@ def conditions_stage(
             result = load_run(path, key)
             where = f"condition {number}/{len(planned)}, training seed {run.training_seed}"
             if result is None:
-                print(f"study: stage 3/4, {where}: {condition.name}", flush=True)
+                print(f"study: stage 4/5, {where}: {condition.name}", flush=True)
                 # The old file goes first: a crash before the new one is written must not pair it with the new model.
                 path.unlink(missing_ok=True)
                 result, records = run_finetuning(run, args, pretrain_dir, world, probe, held_out, epoch0_answers)
@@ -260,7 +263,7 @@ def conditions_stage(
                     result["records_sha256"] = write_records(records, records_path)
                 write_json({**result, "key": key}, path)
             else:
-                print(f"study: stage 3/4, {where}: {condition.name} (done before)")
+                print(f"study: stage 4/5, {where}: {condition.name} (done before)")
                 reused.append(run.name)
             runs.append(result)
         results[condition] = condition_result(condition, runs)
@@ -284,7 +287,7 @@ def collect_records(conditions: list[dict], out_dir: Path) -> tuple[pd.DataFrame
 def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings, reused = {}, []  # reused: stages and conditions taken from an earlier run, whose time is not this run's
     start = time.perf_counter()
-    print("study: stage 1/4, pre-training", flush=True)
+    print("study: stage 1/5, pre-training", flush=True)
     pretrain_dir, pretrain_key, pretrain_reused = pretrain_matching(args, out_dir)
     reused += ["pretrain"] if pretrain_reused else []
     timings["pretrain"] = time.perf_counter() - start
@@ -310,7 +313,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     timings["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    print("study: stage 4/4, records, intervals, plots and report", flush=True)
+    print("study: stage 5/5, records, intervals, plots and report", flush=True)
     records, records_size = collect_records(list(results.values()), out_dir)
     results_json = {
         "config": run_config_sections(args)["StudyArguments"],
