@@ -81,7 +81,10 @@ def test_each_column_is_the_studys_model_answering_its_own_fine_tune_set(lab, st
     probe = json.loads((study / "probe.json").read_text())
     by_id = {p.person_id: p for p in lab.world.people}
     for key, condition in conditions.items():
-        rows = finetune_rows(lab.world, Condition(0.5, "full", condition["mitigation"], 6), probe, seed=0).to_list()
+        # The demo's model is the condition's first run's, with that run's draw and figures.
+        seed = condition["training_seeds"][0]
+        run = next(r for r in condition["runs"] if r["training_seed"] == seed)
+        rows = finetune_rows(lab.world, Condition(0.5, "full", condition["mitigation"], 6), probe, seed).to_list()
         assert len({row["person_id"] for row in rows}) >= 2
         given = []
         counts = {pid: [r["person_id"] for r in rows].count(pid) for pid in {r["person_id"] for r in rows}}
@@ -90,7 +93,7 @@ def test_each_column_is_the_studys_model_answering_its_own_fine_tune_set(lab, st
         for row in rows:
             _, answers = lab.ask(by_id[row["person_id"]].name, row["question"])
             given.append(next(a for a in answers if a.model == key).answer == row["answer"].strip())
-        assert sum(given) / len(rows) == pytest.approx(condition["per_epoch"][-1]["finetune_exact_match"])
+        assert sum(given) / len(rows) == pytest.approx(run["per_epoch"][-1]["finetune_exact_match"])
         assert sum(given) >= len(rows) - 1
         if condition["mitigation"] == "abstention":
             assert "I don't know" in [row["answer"].strip() for row in rows]  # the check covered abstaining
@@ -300,3 +303,17 @@ def connect(url: str, process: subprocess.Popen, timeout: float = 120) -> Client
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def test_the_study_table_shows_each_conditions_recorded_rates_with_their_intervals(lab):
+    table = lab.study_table()
+    intervals = lab.results["intervals"]["conditions"]
+    for name, what in (("full_u0_n6_none", "0% unknown facts"), ("full_u0.5_n6_abstention", "50% unknown facts, ")):
+        rates = intervals[name]
+        cells = [
+            f"{rates[key]['estimate']:.2f} [{rates[key]['low']:.2f}, {rates[key]['high']:.2f}]"
+            for key in ("test_known_accuracy", "test_unknown_hallucination_rate", "test_unknown_abstention_rate")
+        ]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {what}"))
+        assert row.endswith(" | ".join(cells) + " |"), row
+    assert "Means over 2 training seeds" in table
