@@ -155,10 +155,12 @@ def test_the_fine_tune_set_is_learned(study):
 
 @pytest.mark.learns
 def test_plots_and_report_are_written(study):
-    for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage", "error_sources", "reliability"):
+    plots = ("headline", "fitting", "sizes", "mitigations", "risk_coverage", "error_sources", "reliability")
+    for name in (*plots, "dose_response"):
         assert (study / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
+    assert "## Thin pre-training: the test people by exposure" in report and "beta_known" in report
     results = json.loads((study / "results.json").read_text())
     # Shares 0 and 0.5, early stopping and abstention ran: findings 1, 2, 3 and 5. Finding 4 needs the filtered run,
     # which is skipped when the probe of the tiny model found every drawn fact unknown.

@@ -26,7 +26,16 @@ PRETRAINING_TASK_NAME = "Language modelling of a synthetic world's biographies"
 # Study settings that say where and how a run went on its machine, not what was measured: left off the card.
 LOCAL_SETTINGS = ("output_dir", "overwrite_output_dir", "num_threads")
 TAGS = ("custom_code", "hallucination", "synthetic-data", "factuality")
-PLOTS = ("headline", "mitigations", "risk_coverage", "fitting", "sizes", "error_sources", "reliability")
+PLOTS = (
+    "headline",
+    "mitigations",
+    "risk_coverage",
+    "fitting",
+    "sizes",
+    "error_sources",
+    "reliability",
+    "dose_response",
+)
 
 # What a fine-tuned model's card reports: (dataset config, which test questions, ((metric type, key in the last
 # per-epoch record of the condition), ...)). The test people were never fine-tuned on.

@@ -9,6 +9,7 @@ matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
 from ..files import write_json
+from .causes import DOSE_RATES
 from .conditions import best_epoch
 from .config import Condition, by_condition
 from .error_sources import SOURCES
@@ -278,6 +279,28 @@ def plot_reliability(curves: list[tuple[str, dict]], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_dose_response(dose: dict[str, dict[str, dict]], path: Path) -> None:
+    """Accuracy, hallucination and abstention on the test people against their exposure in pre-training, one line
+    per condition, with the recorded 95% intervals as error bars."""
+    fig, axes = plt.subplots(1, len(DOSE_RATES), figsize=(13, 4.2), sharey=True)
+    for name, by_exposure in dose.items():
+        exposures = list(by_exposure)
+        for ax, rate in zip(axes, DOSE_RATES, strict=True):
+            cells = [by_exposure[e][rate] for e in exposures]
+            estimates = [c["estimate"] for c in cells]
+            errors = [[e - c["low"] for e, c in zip(estimates, cells, strict=True)],
+                      [c["high"] - e for e, c in zip(estimates, cells, strict=True)]]  # fmt: skip
+            ax.errorbar(range(len(exposures)), estimates, yerr=errors, fmt="o-", capsize=3, label=name)
+            ax.set_xticks(range(len(exposures)), exposures)
+    for ax, rate in zip(axes, DOSE_RATES, strict=True):
+        ax.set_title(f"test people: {rate.replace('_', ' ')}")
+        ax.set_xlabel("biographies of the person read in pre-training")
+        _rate_axis(ax)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Thin pre-training: what fine-tuned models answer, by how much pre-training read of the person")
+    _save(fig, path)
+
+
 def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
     """The report's plots of the trained `conditions` of `results` into `out_dir`: each only when its conditions
     were run."""
@@ -298,6 +321,8 @@ def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
         plot_risk_coverage(plain, out_dir / "risk_coverage.png")
     if plain and plain["name"] in results["error_sources"]:
         plot_error_sources(results["error_sources"][plain["name"]], plain["name"], out_dir / "error_sources.png")
+    if results["causes"]["dose_response"]:
+        plot_dose_response(results["causes"]["dose_response"], out_dir / "dose_response.png")
     calibrations = results["calibration"]
     if calibrations["epoch0"] is not None:
         curves = [("pre-trained", calibrations["epoch0"])]
@@ -388,6 +413,28 @@ def _calibration_table(calibration: dict) -> list[str]:
     return lines
 
 
+def _dose_table(dose: dict[str, dict[str, dict]]) -> list[str]:
+    lines = ["| condition | exposure | accuracy | hallucinated | abstained |", "|---|---|---|---|---|"]
+    for name, by_exposure in dose.items():
+        for exposure, rates in by_exposure.items():
+            cells = " | ".join(_with_interval(rates[rate]) for rate in DOSE_RATES)
+            lines.append(f"| {name} | {exposure} | {cells} |")
+    return lines
+
+
+def _regression_lines(regression: dict) -> list[str]:
+    ours, theirs = regression["ours"], regression["gekhman"]
+    if ours is None:
+        return ["Too few runs and epochs to fit it."]
+    return [
+        "Test accuracy (points, every test question) = intercept + beta_known x (share of the fine-tune set known to "
+        "the probe and fitted) + beta_unknown x (share unknown to the probe and fitted), over every run and evaluated "
+        f"epoch of {', '.join(regression['conditions'])} ({ours['points']} points; no interval computed): "
+        f"beta_known {ours['beta_known']:+.1f}, beta_unknown {ours['beta_unknown']:+.1f}, R^2 {ours['r2']:.2f}; "
+        f"theirs {theirs['beta_known']:+.1f}, {theirs['beta_unknown']:+.1f}, R^2 {theirs['r2']:.2f}."
+    ]
+
+
 def finding_lines(findings: list[dict]) -> list[str]:
     """One paragraph per finding of results.json's `findings`: the claim, our difference and the verdict."""
     lines = []
@@ -452,12 +499,25 @@ def write_report(results: dict, out_dir: Path) -> Path:
         "",
     ]
     lines += _sources_tables(results["error_sources"], plain)
+    lines += ["", "## Thin pre-training: the test people by exposure, at the last epoch", ""]
+    lines += _dose_table(results["causes"]["dose_response"])
+    lines += ["", "## Gekhman et al.'s linear model of fitting and accuracy", ""]
+    lines += _regression_lines(results["causes"]["fitting_regression"])
     lines += ["", "## Calibration of the confidence (test people, answered questions, ECE per training seed)", ""]
     lines += _calibration_table(results["calibration"])
     lines += [""]
     lines += [
         f"![{name}]({name}.png)\n"
-        for name in ("headline", "fitting", "sizes", "mitigations", "risk_coverage", "error_sources", "reliability")
+        for name in (
+            "headline",
+            "fitting",
+            "sizes",
+            "mitigations",
+            "risk_coverage",
+            "error_sources",
+            "reliability",
+            "dose_response",
+        )
         if (out_dir / f"{name}.png").is_file()
     ]
     path = out_dir / "report.md"

@@ -37,6 +37,7 @@ from ..training.finetuning import FinetuneArguments
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..training.pretraining import PretrainArguments, pretrain
 from ..world import ROLES, World, load_world, load_world_datasets, qa_split_name
+from .causes import study_causes
 from .conditions import (
     HeldOutQuestions,
     condition_configs,
@@ -320,6 +321,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
         "probe": {"agreement": probe["agreement"]},
         "records": {"file": ANSWERS_FILE, "rows": len(records), "bytes": records_size},
         **study_evidence(conditions, records, args),
+        "causes": study_causes(conditions, records, args),
         "conditions": conditions,
         "best": best,
         "timings": timings,
