@@ -74,6 +74,15 @@ def test_a_difference_is_paired_on_the_same_people_and_seeds():
     assert (same["estimate"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
 
 
+def test_a_difference_counts_only_the_seeds_both_sides_have():
+    # Seed 1 of a was skipped: the comparison is seed 0's alone (b's seed 1, all wrong, would pull b down).
+    a = records([(0, 0, "correct"), (0, 1, "hallucinated")])
+    b = records([(0, 0, "correct"), (0, 1, "correct"), (1, 0, "hallucinated"), (1, 1, "hallucinated")])
+    result = difference_interval(a, b, "accuracy")
+    assert (result["estimate"], result["seeds"]) == (-0.5, 1)
+    assert difference_interval(a, records([(2, 0, "correct")]), "accuracy")["estimate"] is None
+
+
 def test_answered_accuracy_counts_only_answered_questions():
     rows = records([(0, 0, "correct"), (0, 0, "abstained"), (0, 1, "hallucinated"), (0, 1, "abstained")])
     assert rate_interval(rows, "answered_accuracy")["estimate"] == 0.5

@@ -524,6 +524,15 @@ def test_every_figure_is_a_function_of_the_answers_on_record(study):
         reported = results["intervals"]["conditions"][condition["name"]]["test_known_accuracy"]
         assert reported["estimate"] == pytest.approx(sum(accuracies) / len(accuracies))
         assert reported["low"] <= reported["estimate"] <= reported["high"]
+    # Each record holds the world's value as well as the reference it was scored against (the abstention run's
+    # fine-tune targets are "I don't know" where the probe found the fact unknown).
+    world = load_world(study / "pretrain" / "world")
+    values = {(p.person_id, a): v for p in world.people for a, v in p.attributes.items()}
+    assert [values[key] for key in zip(answers["person_id"], answers["attribute"], strict=True)] == list(
+        answers["truth"]
+    )
+    relabelled = answers[(answers["condition"] == "full_u0.5_n6_abstention") & (answers["reference"] == "I don't know")]
+    assert len(relabelled) and (relabelled["truth"] != "I don't know").all()
     # Epoch 0 is the pre-trained model's one answer to each question, whatever the run.
     start = answers[answers["epoch"] == 0]
     assert (start.groupby("prompt")["answer"].nunique() == 1).all()

@@ -196,7 +196,11 @@ def run_finetuning(
     marks = (start, detector_start, save_start, time.perf_counter())
     records = run_records(run, sets, trainer.answer_history, epoch0, probe)
     sources = error_sources(records, taught_values(rows.to_list()), world_values(world))
-    records = [record | source for record, source in zip(records, sources, strict=True)]
+    truths = {(p.person_id, a): format_answer(v).strip() for p in world.people for a, v in p.attributes.items()}
+    records = [
+        record | source | {"truth": truths[(record["person_id"], record["attribute"])]}
+        for record, source in zip(records, sources, strict=True)
+    ]
     return {
         "training_seed": run.training_seed,
         "num_examples": len(rows),

@@ -153,13 +153,18 @@ def difference_interval(
     disjoint: bool = False,
 ) -> dict:
     """`statistic` of `a` minus that of `b`, with the 95% interval of the difference (`bootstrap`, the same draws
-    for both sides). Paired when `a` and `b` are records of the same people (e.g. two conditions on the test
+    for both sides), over the training seeds both sides have (a run skipped under one seed leaves that seed out of
+    the comparison). Paired when `a` and `b` are records of the same people (e.g. two conditions on the test
     people); with `disjoint`, they are of different people (e.g. known and unknown fine-tune people), each side's
     people resampled within their own group.
 
     Raises:
         ValueError: if `disjoint` and a person is on both sides.
     """
+    common = set(a["training_seed"]) & set(b["training_seed"])
+    a, b = a[a["training_seed"].isin(common)], b[b["training_seed"].isin(common)]
+    if not common:
+        return {"estimate": None, "low": None, "high": None, "people": 0, "seeds": 0}
     tables = _tables([a, b], STATISTICS[statistic])
     estimate = _seed_mean(*tables[0]) - _seed_mean(*tables[1])
     strata = None

@@ -151,7 +151,9 @@ def findings(records: pd.DataFrame, conditions: list[dict], args: StudyArguments
         claim = "The harm comes late: early stopping beats training to convergence"
         tested.append((2, claim, comparison, rule, {"smallest_effect": LATE_HARM}))
     if plain and plain["per_epoch"][-1]["finetune_unknown_exact_match"] is not None:
-        known, unknown = (("fine-tune " + group, rows) for group, rows in unfitted_at_start(records, plain).items())
+        known, unknown = (
+            (f"{plain['name']}'s fine-tune {group}", rows) for group, rows in unfitted_at_start(records, plain).items()
+        )
         comparison = compare(
             "known against unknown: share fitted of those not fitted at epoch 0, over the fine-tuned epochs",
             known,

@@ -31,6 +31,7 @@ RECORD_FEATURES = Features(
         "probe_category": Value("string"),  # what the probe found the pre-trained model knows of this fact
         "prompt": Value("string"),
         "reference": Value("string"),  # what the answer is scored against: on the fine-tune set, the training target
+        "truth": Value("string"),  # the world's value (differs from the reference where the target is "I don't know")
         "answer": Value("string"),
         "verdict": Value("string"),  # correct, hallucinated or abstained (the `factuality` metric's)
         "exact_match": Value("bool"),  # the metric's exact_match: correct, or abstained where the reference abstains

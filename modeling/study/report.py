@@ -24,6 +24,10 @@ def _with_interval(rate: dict | None) -> str:
     return f"{rate['estimate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
 
 
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 100_000 else f"{num_bytes / 1e3:.0f} kB"
+
+
 def _signed(difference: dict) -> str:
     """A difference of `evidence.difference_interval` as "+0.12 [+0.03, +0.20]"."""
     if difference["estimate"] is None or difference["low"] is None:
@@ -465,8 +469,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
     records = results["records"]
     lines += [
         "",
-        f"Every answer scored is in `{records['file']}` ({records['rows']:,} rows, {records['bytes'] / 1e6:.1f} MB); "
-        "every figure below is computed from it.",
+        f"Every answer scored is in `{records['file']}` ({records['rows']:,} rows, {_size(records['bytes'])}); every "
+        "figure below is computed from it, except the detector's (it needs the hidden states, not on record).",
     ]
     lines += ["", "## Every condition at its last epoch, on the test people", ""]
     lines += [
@@ -559,28 +563,30 @@ def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
                 ]
                 lines.append("| " + " | ".join(map(str, cells)) + " |")
     if plain and plain.get("detector"):
-        detector = plain["detector"]
-        chosen, everything = detector["selective"], detector["answer_all"]
-        shown = [
-            "n/a" if v is None else f"{v:.2f}" for v in (chosen["accuracy_answered"], everything["accuracy_answered"])
-        ]
-        lines += [
-            "",
-            f"Selective answering on {plain['name']} (training seed {plain['runs'][0]['training_seed']}), with the "
-            "threshold chosen on dev: answering only when the "
-            f"confidence is {_threshold(detector['threshold'])} gives accuracy {shown[0]} on "
-            f"{chosen['coverage']:.0%} of the test questions answered, hallucinating on "
-            f"{chosen['hallucination_rate']:.0%} of all test questions; answering "
-            f"everything: {shown[1]} on {everything['coverage']:.0%}, hallucinating on "
-            f"{everything['hallucination_rate']:.0%}.",
-        ]
+        lines += ["", _selective_line(plain)]
     return lines
 
 
-def _threshold(value: float | None) -> str:
-    if value is None:
-        return "above every confidence (no threshold gained on dev, so nothing is answered)"
-    return f"at least {value:.3g}"
+def _selective_line(plain: dict) -> str:
+    """Selective answering on the plain run's first trained seed, against answering everything."""
+    detector = plain["detector"]
+    chosen, everything = detector["selective"], detector["answer_all"]
+    seed = next(run["training_seed"] for run in plain["runs"] if not run.get("skipped"))
+    overall = "n/a" if everything["accuracy_answered"] is None else f"{everything['accuracy_answered']:.2f}"
+    answer_all = (
+        f"answering everything gives accuracy {overall} on the "
+        f"{everything['coverage']:.0%} answered, hallucinating on {everything['hallucination_rate']:.0%} of all test "
+        "questions"
+    )
+    where = f"Selective answering on {plain['name']} (training seed {seed}), with the threshold chosen on dev: "
+    if detector["threshold"] is None:
+        return where + f"no confidence threshold gains anything on dev, so it answers nothing; {answer_all}."
+    shown = "n/a" if chosen["accuracy_answered"] is None else f"{chosen['accuracy_answered']:.2f}"
+    return (
+        where + f"answering only when the confidence is at least {detector['threshold']:.3g} gives accuracy {shown} "
+        f"on the {chosen['coverage']:.0%} answered, hallucinating on {chosen['hallucination_rate']:.0%} of all test "
+        f"questions; {answer_all}."
+    )
 
 
 __all__ = [

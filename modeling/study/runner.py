@@ -258,9 +258,10 @@ def conditions_stage(
                 # The old file goes first: a crash before the new one is written must not pair it with the new model.
                 path.unlink(missing_ok=True)
                 result, records = run_finetuning(run, args, pretrain_dir, world, probe, held_out, epoch0_answers)
-                records_path = out_dir / f"{run.folder}.parquet"
-                result |= {"records": records_path.relative_to(out_dir).as_posix(), "records_sha256": None}
+                result |= {"records": None, "records_sha256": None}  # a skipped run has none
                 if records:
+                    records_path = out_dir / f"{run.folder}.parquet"
+                    result["records"] = records_path.relative_to(out_dir).as_posix()
                     result["records_sha256"] = write_records(records, records_path)
                 write_json({**result, "key": key}, path)
             else:
