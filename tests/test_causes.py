@@ -4,7 +4,7 @@ the dose-response of pre-training exposure."""
 import pandas as pd
 import pytest
 
-from modeling.study.causes import dose_response, fitting_points, fitting_regression
+from modeling.study.causes import dose_response, fitting_points, fitting_regression, loss_or_blocked_gain
 
 
 def record(epoch: int, split: str, probe: str, exact: bool, verdict: str = "correct", **fields) -> dict:
@@ -56,3 +56,37 @@ def test_dose_response_groups_the_test_people_by_exposure_at_the_last_epoch():
     assert list(dose) == ["0", "10"]
     assert dose["10"]["accuracy"]["estimate"] == 1.0 and dose["10"]["accuracy"]["people"] == 2
     assert dose["0"]["hallucination_rate"]["estimate"] == 1.0 and dose["0"]["abstention_rate"]["estimate"] == 0.0
+
+
+def test_loss_or_blocked_gain_compares_with_epoch_0_and_with_the_run_without_unknowns():
+    # Two known test people (exposure 10 and 3), one question each. Pre-trained (epoch 0): both right. The run with
+    # unknowns ends with person 1 wrong; the run without them keeps both right: a loss of 0.5 against both.
+    def rows(condition: str, epoch: int, wrong: set[int]) -> list[dict]:
+        return [
+            record(
+                epoch,
+                "test",
+                "highly_known",
+                p not in wrong,
+                "hallucinated" if p in wrong else "correct",
+                condition=condition,
+                group="known",
+                person_id=p,
+                exposure=e,
+            )  # fmt: skip
+            for p, e in ((1, 10), (2, 3))
+        ]
+
+    frame = pd.DataFrame(
+        rows("full_u1_n4_none", 0, set()) + rows("full_u1_n4_none", 8, {1}) + rows("full_u0_n4_none", 8, set())
+    )
+    out = loss_or_blocked_gain(frame, [{"name": "full_u1_n4_none"}], {"name": "full_u0_n4_none"})
+    found = {(d["against"], d["exposure"]): d["estimate"] for d in out}
+    assert found == {
+        ("pre-trained", "all"): -0.5,
+        ("pre-trained", "3"): 0.0,
+        ("pre-trained", "10"): -1.0,
+        ("full_u0_n4_none", "all"): -0.5,
+        ("full_u0_n4_none", "3"): 0.0,
+        ("full_u0_n4_none", "10"): -1.0,
+    }

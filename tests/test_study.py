@@ -161,6 +161,10 @@ def test_plots_and_report_are_written(study):
     report = (study / "report.md").read_text()
     assert "## The findings of Gekhman et al. (2024), checked one by one" in report
     assert "## Thin pre-training: the test people by exposure" in report and "beta_known" in report
+    assert (
+        "| full_u0.5_n6_none | pre-trained | all |" in report
+        and "| full_u0.5_n6_none | full_u0_n6_none | all |" in report
+    )
     results = json.loads((study / "results.json").read_text())
     # Shares 0 and 0.5, early stopping and abstention ran: findings 1, 2, 3 and 5. Finding 4 needs the filtered run,
     # which is skipped when the probe of the tiny model found every drawn fact unknown.

@@ -426,6 +426,21 @@ def _dose_table(dose: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+def _loss_table(differences: list[dict]) -> list[str]:
+    lines = [
+        "Below the pre-trained model: fine-tuning on unknown facts lost answers it had. Below the run without "
+        "unknown examples only: it blocked the gain that fine-tuning on known facts brings. Paired on the same "
+        "people and seeds, overall and per exposure (biographies read in pre-training).",
+        "",
+        "| condition | against | exposure | difference [95%] | people |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d['condition']} | {d['against']} | {d['exposure']} | {_signed(d)} | {d['people']} |" for d in differences
+    ]
+    return lines
+
+
 def _regression_lines(regression: dict) -> list[str]:
     ours, theirs = regression["ours"], regression["gekhman"]
     if ours is None:
@@ -505,6 +520,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += _sources_tables(results["error_sources"], plain)
     lines += ["", "## Thin pre-training: the test people by exposure, at the last epoch", ""]
     lines += _dose_table(results["causes"]["dose_response"])
+    lines += ["", "## Loss or blocked gain? Test known accuracy against the pre-trained model and the 0% run", ""]
+    lines += _loss_table(results["causes"]["loss_or_blocked_gain"])
     lines += ["", "## Gekhman et al.'s linear model of fitting and accuracy", ""]
     lines += _regression_lines(results["causes"]["fitting_regression"])
     lines += ["", "## Calibration of the confidence (test people, answered questions, ECE per training seed)", ""]
