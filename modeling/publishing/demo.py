@@ -27,6 +27,7 @@ from ..factuality.world_schema import QUESTION_TEMPLATES, format_prompt, normali
 from ..scoring import answer_questions
 from ..study.config import Condition, by_condition
 from ..study.probe import sentence_openings, states_value
+from ..study.report import with_interval
 from ..world import Person, draw_finetune_set, load_world
 
 # Keys of the three models, and how the page names them.
@@ -247,8 +248,7 @@ class DemoLab:
             what = f"{c['fraction_unknown']:.0%} unknown facts"
             if c["mitigation"] == "abstention":
                 what += ', unknown ones answered "I don\'t know"'
-            cells = [f"{rates[k]['estimate']:.2f} [{rates[k]['low']:.2f}, {rates[k]['high']:.2f}]" for k in keys]
-            rows.append(f"| {what} | " + " | ".join(cells) + " |")
+            rows.append(f"| {what} | " + " | ".join(with_interval(rates[key]) for key in keys) + " |")
         seeds = len(self.results["config"]["training_seeds"])
         rows.append(f"\nMeans over {seeds} training seeds, with 95% intervals over people and seeds (`report.md`).")
         return "\n".join(rows)

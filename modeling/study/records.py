@@ -42,7 +42,6 @@ RECORD_FEATURES = Features(
         "chance_borrowed": Value("float64"),
     }
 )
-SPLITS = ("finetune", "dev", "test")
 GROUPS = ("known", "unknown")
 RATES = ("accuracy", "hallucination_rate", "abstention_rate")
 
@@ -108,7 +107,7 @@ def read_records(path: Path, sha256: str | None = None) -> pd.DataFrame | None:
 
 
 def _figures(rows: pd.DataFrame) -> dict:
-    """Rates, exact match and the confidence's AUROC (answered questions only; None without a right and a wrong
+    """Rates and the confidence's AUROC (answered questions only; None without a right and a wrong
     answer) of one set of records, as the `factuality` metric computes them."""
     verdicts = rows["verdict"]
     answered = rows[verdicts != "abstained"]
@@ -116,7 +115,6 @@ def _figures(rows: pd.DataFrame) -> dict:
         "accuracy": float((verdicts == "correct").mean()),
         "hallucination_rate": float((verdicts == "hallucinated").mean()),
         "abstention_rate": float((verdicts == "abstained").mean()),
-        "exact_match": float(rows["exact_match"].mean()),
         "auroc": auroc(list(answered["verdict"] == "correct"), list(answered["confidence"])),
     }
 
@@ -151,7 +149,6 @@ def per_epoch_figures(run: pd.DataFrame) -> list[dict]:
 
 __all__ = [
     "RECORD_FEATURES",
-    "SPLITS",
     "evaluation_records",
     "file_sha256",
     "per_epoch_figures",

@@ -17,7 +17,7 @@ from .findings import REPORTED_RATES
 from .intervals import auroc_interval, t_interval
 
 
-def _with_interval(rate: dict | None) -> str:
+def with_interval(rate: dict | None) -> str:
     """A rate of `findings.condition_rates` as "0.42 [0.30, 0.55]"."""
     if rate is None or rate["estimate"] is None:
         return "n/a"
@@ -354,7 +354,7 @@ def _conditions_table(conditions: list[dict], intervals: dict) -> list[str]:
     if epoch0:
         lines.append(
             "| pre-trained (epoch 0) | - | 0 | - | "
-            + " | ".join(_with_interval(epoch0[key]) for key, *_ in REPORTED_RATES)
+            + " | ".join(with_interval(epoch0[key]) for key, *_ in REPORTED_RATES)
             + " |"
         )
     for c in conditions:
@@ -366,7 +366,7 @@ def _conditions_table(conditions: list[dict], intervals: dict) -> list[str]:
         epoch = ", ".join(map(str, c["selected_epochs"].values())) if c.get("selected_epochs") else r["epoch"]
         lines.append(
             f"| {c['name']} | {len(c.get('training_seeds') or c['runs'])} | {epoch} | {fitted} | "
-            + " | ".join(_with_interval(rates[key]) for key, *_ in REPORTED_RATES)
+            + " | ".join(with_interval(rates[key]) for key, *_ in REPORTED_RATES)
             + " |"
         )
     return lines
@@ -421,7 +421,7 @@ def _dose_table(dose: dict[str, dict[str, dict]]) -> list[str]:
     lines = ["| condition | exposure | accuracy | hallucinated | abstained |", "|---|---|---|---|---|"]
     for name, by_exposure in dose.items():
         for exposure, rates in by_exposure.items():
-            cells = " | ".join(_with_interval(rates[rate]) for rate in DOSE_RATES)
+            cells = " | ".join(with_interval(rates[rate]) for rate in DOSE_RATES)
             lines.append(f"| {name} | {exposure} | {cells} |")
     return lines
 
@@ -609,6 +609,7 @@ def _selective_line(plain: dict) -> str:
 __all__ = [
     "SEED_FIGURES",
     "finding_lines",
+    "with_interval",
     "time_breakdown",
     "write_plots",
     "write_report",
