@@ -1,10 +1,23 @@
-"""The analyses of the two causes on hand-made records: the fitting shares and Gekhman et al.'s linear model, and
-the dose-response of pre-training exposure."""
+"""The analyses of the two causes on hand-made records: the fitting shares and Gekhman et al.'s linear model, the
+dose-response of pre-training exposure, loss or blocked gain, Figure 3b and thin data at equal steps (whose
+schedules are checked here too)."""
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from modeling.study.causes import dose_response, fitting_points, fitting_regression, loss_or_blocked_gain
+from modeling.study import Condition, StudyArguments
+from modeling.study.causes import (
+    dose_response,
+    figure_3b,
+    fitting_points,
+    fitting_regression,
+    loss_or_blocked_gain,
+    thin_data,
+)
+from modeling.study.conditions import condition_configs, equal_step_epochs, evaluation_epochs
+from modeling.study.config import Run
 
 
 def record(epoch: int, split: str, probe: str, exact: bool, verdict: str = "correct", **fields) -> dict:
@@ -90,3 +103,100 @@ def test_loss_or_blocked_gain_compares_with_epoch_0_and_with_the_run_without_unk
         ("full_u0_n4_none", "3"): 0.0,
         ("full_u0_n4_none", "10"): -1.0,
     }
+
+
+def test_equal_step_epochs_match_the_larger_sets_optimizer_steps():
+    # 240 questions in batches of 16: 15 steps an epoch; 60: 4. Epochs 1, 2, 4, 8 of the larger set are 15, 30, 60
+    # and 120 steps: 3.75, 7.5, 15 and 30 epochs of the thin one, rounded to 4, 8, 15, 30.
+    assert equal_step_epochs([1, 2, 4, 8], 240, 60, 16) == [1, 2, 4, 8, 15, 30]
+    # 30 questions: 2 steps an epoch (16 and 14), so 7.5 -> 8, 15, 30, 60.
+    assert equal_step_epochs([1, 2, 4, 8], 240, 30, 16) == [1, 2, 4, 8, 15, 30, 60]
+    # 100 questions: 7 steps an epoch; 15/7 = 2.14 epochs a larger epoch: 2.1, 4.3, 8.6, 17.1 round to 2, 4, 9, 17.
+    assert equal_step_epochs([1, 2, 4, 8], 240, 100, 16) == [1, 2, 4, 8, 9, 17]
+    assert equal_step_epochs([10, 20], 6, 3, 6) == [10, 20]  # one step an epoch either way
+
+
+def test_a_thin_run_trains_as_many_steps_as_the_share_grid_and_others_keep_the_schedule():
+    args = StudyArguments()  # the default study: configs/study/finetune.yaml, 8 epochs in batches of 16, 240 questions
+    thin, grid = (Run(Condition(0.5, "full", "none", size), 0) for size in (60, 240))
+    assert condition_configs(thin, args, Path("pretrain"))[1].num_train_epochs == 30
+    assert condition_configs(grid, args, Path("pretrain"))[1].num_train_epochs == 8
+    assert evaluation_epochs(thin.condition, args, 16) == [1, 2, 4, 8, 15, 30]
+    assert evaluation_epochs(Condition(0.0, "lora", "none", 240), args, 16) == [1, 2, 4, 8]
+
+
+def _run(condition: str, seed: int, dev_by_epoch: dict[int, float]) -> dict:
+    return {
+        "training_seed": seed,
+        "per_epoch": [{"epoch": e, "dev_known_accuracy": a} for e, a in dev_by_epoch.items()],
+    }
+
+
+def _answers(condition: str, epoch: int, rights: list[bool], group: str = "known", split: str = "test") -> list[dict]:
+    """One record per person (ids 1, 2, ...) of `condition` at `epoch`, right or hallucinated as `rights` says."""
+    return [
+        record(
+            epoch,
+            split,
+            "highly_known",
+            right,
+            "correct" if right else "hallucinated",
+            condition=condition,
+            person_id=person,
+            group=group,
+        )  # fmt: skip
+        for person, right in enumerate(rights, start=1)
+    ]
+
+
+def test_figure_3b_compares_d_with_d_without_unknowns_at_early_stop_and_convergence():
+    # D peaks on dev at epoch 1 (both test people right), then one is wrong at epoch 2; D without unknowns peaks at
+    # epoch 2 with both right, one right at epoch 1. Early stop: 1.0 against 1.0; convergence: 0.5 against 1.0.
+    d, filtered = "full_u0.5_n4_none", "full_u0.5_n4_filter_unknown"
+    conditions = [
+        {"name": d, "fraction_unknown": 0.5, "method": "full", "mitigation": "none", "finetune_size": 4,
+         "num_examples": 4, "runs": [_run(d, 0, {1: 0.9, 2: 0.5})]},
+        {"name": filtered, "fraction_unknown": 0.5, "method": "full", "mitigation": "filter_unknown",
+         "finetune_size": 4, "num_examples": 2, "runs": [_run(filtered, 0, {1: 0.5, 2: 0.9})]},
+    ]  # fmt: skip
+    rows = _answers(d, 1, [True, True]) + _answers(d, 2, [True, False])
+    rows += _answers(filtered, 1, [True, False]) + _answers(filtered, 2, [True, True])
+    args = StudyArguments(finetune_size=4, filtered_fractions=[0.0, 0.5])  # nothing ran at 0: left out
+    early, converged = figure_3b(pd.DataFrame(rows), conditions, args)
+    assert (early["point"], converged["point"]) == ("early_stop", "convergence")
+    assert early["fraction_unknown"] == 0.5 and early["examples"] == [4, 2]
+    assert (early["D"]["estimate"], early["D_without_unknown"]["estimate"], early["difference"]["estimate"]) == (
+        1,
+        1,
+        0,
+    )
+    assert (converged["D"]["estimate"], converged["difference"]["estimate"]) == (0.5, -0.5)
+
+
+def test_thin_data_reads_each_size_at_equal_epochs_equal_steps_and_early_stop():
+    # The reference (4 questions) ends at epoch 2 with one of two test people right. The thin set (2 questions)
+    # trains to epoch 4: both right at epoch 2 (equal epochs), both wrong at epoch 4 (equal steps), and its dev
+    # accuracy peaks at epoch 3, where one is right.
+    reference, thin = "full_u0.5_n4_none", "full_u0.5_n2_none"
+    conditions = [
+        {"name": name, "fraction_unknown": 0.5, "method": "full", "mitigation": "none", "finetune_size": size,
+         "runs": [_run(name, 0, dev)]}
+        for name, size, dev in ((reference, 4, {1: 0.2, 2: 0.9}), (thin, 2, {1: 0.1, 2: 0.2, 3: 0.9, 4: 0.3}))
+    ]  # fmt: skip
+    rows = _answers(reference, 1, [False, False]) + _answers(reference, 2, [True, False])
+    for epoch, rights in ((1, [False, False]), (2, [True, True]), (3, [True, False]), (4, [False, False])):
+        rows += _answers(thin, epoch, rights)
+    rows += _answers(thin, 4, [True], split="finetune") + _answers(thin, 4, [False], group="unknown", split="finetune")
+    args = StudyArguments(finetune_size=4, thin_sizes=[2], eval_epochs=[1, 2])
+    entries = {(e["finetune_size"], e["point"]): e for e in thin_data(pd.DataFrame(rows), conditions, args)}
+    assert list(entries) == [
+        (size, point) for size in (2, 4) for point in ("equal_epochs", "equal_steps", "early_stop")
+    ]
+    difference = {point: entries[(2, point)]["known_accuracy_difference"]["estimate"] for point in ("equal_epochs",
+                  "equal_steps", "early_stop")}  # fmt: skip
+    assert difference == {"equal_epochs": 0.5, "equal_steps": -0.5, "early_stop": 0.0}
+    assert entries[(2, "equal_steps")]["known_hallucination_rate_difference"]["estimate"] == 0.5
+    assert [entries[(2, p)]["epochs"] for p in ("equal_epochs", "equal_steps", "early_stop")] == [[2], [4], [3]]
+    assert entries[(2, "equal_steps")]["fitted"] == {"known": 1.0, "unknown": 0.0}
+    assert entries[(2, "equal_epochs")]["fitted"] == {"known": None, "unknown": None}  # no fine-tune record then
+    assert entries[(4, "equal_steps")]["known_accuracy_difference"]["estimate"] == 0.0  # the reference itself

@@ -31,6 +31,7 @@ PLOTS = (
     "mitigations",
     "risk_coverage",
     "fitting",
+    "figure_3b",
     "sizes",
     "error_sources",
     "reliability",

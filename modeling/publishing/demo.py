@@ -27,7 +27,7 @@ from ..factuality.world_schema import QUESTION_TEMPLATES, format_prompt, normali
 from ..scoring import answer_questions
 from ..study.config import Condition, by_condition
 from ..study.probe import sentence_openings, states_value
-from ..study.report import with_interval
+from ..study.render import with_interval
 from ..world import Person, draw_finetune_set, load_world
 
 # Keys of the three models, and how the page names them.

@@ -3,5 +3,6 @@ biographies, probe what the model knows, fine-tune under a grid of conditions an
 
 from .config import Condition, StudyArguments, plan_conditions
 from .runner import run_study
+from .sweep import SweepArguments, run_sweep
 
-__all__ = ["Condition", "StudyArguments", "plan_conditions", "run_study"]
+__all__ = ["Condition", "StudyArguments", "SweepArguments", "plan_conditions", "run_study", "run_sweep"]

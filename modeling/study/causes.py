@@ -16,9 +16,11 @@
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
-from .config import MITIGATIONS, StudyArguments, by_condition
+from .conditions import early_stopped
+from .config import MITIGATIONS, Condition, StudyArguments, by_condition
 from .evidence import difference_interval, rate_interval
 from .findings import asked, runs_at
+from .records import GROUPS
 
 DOSE_RATES = ("accuracy", "hallucination_rate", "abstention_rate")
 GEKHMAN_REGRESSION = {"beta_known": 7.3, "beta_unknown": -8.3, "r2": 0.86}
@@ -104,6 +106,81 @@ def loss_or_blocked_gain(records: pd.DataFrame, conditions: list[dict], baseline
     return out
 
 
+def figure_3b(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
+    """Gekhman et al.'s Figure 3b: at each share of `args.filtered_fractions` where both ran, the fine-tune set D
+    (the plain full run) and D without its unknown examples (`filter_unknown`, the probe's unknown), each at early
+    stop (each run's best dev epoch) and at convergence (its last epoch): the test known accuracy of each and D minus
+    D-without-unknowns, paired over people and seeds. Their reading: equal at early stop, D below at convergence by
+    a gap that grows with the share."""
+    found = by_condition(conditions)
+    out = []
+    for fraction in sorted(args.filtered_fractions):
+        pair = found.get(args.plain(fraction=fraction)), found.get(args.plain("filter_unknown", fraction))
+        if not all(pair):
+            continue
+        for point, at in (("early_stop", early_stopped), ("convergence", lambda condition: condition)):
+            with_unknown, without = (asked(runs_at(records, at(c)), "test", "known") for c in pair)
+            out.append(
+                {
+                    "fraction_unknown": fraction,
+                    "point": point,
+                    "examples": [c["num_examples"] for c in pair],
+                    "D": rate_interval(with_unknown, "accuracy"),
+                    "D_without_unknown": rate_interval(without, "accuracy"),
+                    "difference": difference_interval(with_unknown, without, "accuracy"),
+                }
+            )
+    return out
+
+
+THIN_RATES = (("known", "accuracy"), ("known", "hallucination_rate"), ("unknown", "hallucination_rate"))
+# Equal epochs: the reference's last epoch; equal steps: each run's last; early stop: each run's best dev epoch.
+THIN_POINTS = ("equal_epochs", "equal_steps", "early_stop")
+
+
+def thin_data(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
+    """Thin fine-tune data separated from short training: each plain full set at `args.size_fraction` (the thin
+    sizes and the `finetune_size` set, the reference) at three points, each against the reference at the same point
+    (paired): equal epochs (the reference's last epoch), equal optimizer steps (its own last: a thin set trains as
+    many steps as the reference) and early stop (best dev epoch). Per size and point: `THIN_RATES` on the test people
+    with intervals, their differences from the reference, and the shares of the fine-tune set fitted."""
+    found = by_condition(conditions)
+    wanted = (Condition(args.size_fraction, "full", "none", n) for n in sorted({*args.thin_sizes, args.finetune_size}))
+    sizes = [found[condition] for condition in wanted if condition in found]
+    reference = found.get(args.plain(fraction=args.size_fraction))
+    if reference is None or len(sizes) < 2:
+        return []
+    out = []
+    for condition in sizes:
+        for point in THIN_POINTS:
+            rows, reference_rows = (_thin_point(records, c, point, args) for c in (condition, reference))
+            finetune = asked(rows, "finetune")
+            entry = {
+                "finetune_size": condition["finetune_size"],
+                "point": point,
+                "epochs": sorted(int(epoch) for epoch in set(rows["epoch"])),
+                "fitted": {g: _share_fitted(finetune[finetune["group"] == g]) for g in GROUPS},
+            }
+            for group, rate in THIN_RATES:
+                mine, theirs = asked(rows, "test", group), asked(reference_rows, "test", group)
+                entry[f"{group}_{rate}"] = rate_interval(mine, rate)
+                entry[f"{group}_{rate}_difference"] = difference_interval(mine, theirs, rate)
+            out.append(entry)
+    return out
+
+
+def _share_fitted(finetune: pd.DataFrame) -> float | None:
+    """The share of fine-tune records answered exactly; None without any."""
+    return float(finetune["exact_match"].mean()) if len(finetune) else None
+
+
+def _thin_point(records: pd.DataFrame, condition: dict, point: str, args: StudyArguments) -> pd.DataFrame:
+    """The records of `condition`'s runs at one of `THIN_POINTS`."""
+    if point == "equal_epochs":
+        return runs_at(records, condition, args.eval_epochs[-1])
+    return runs_at(records, early_stopped(condition) if point == "early_stop" else condition)
+
+
 def study_causes(conditions: list[dict], records: pd.DataFrame, args: StudyArguments) -> dict:
     """What results.json says of the two analyses: the dose-response of the plain run at `mitigation_fraction` and of
     each mitigation, and the linear model over the plain full fine-tunings, beside Gekhman et al.'s."""
@@ -116,6 +193,8 @@ def study_causes(conditions: list[dict], records: pd.DataFrame, args: StudyArgum
         found[args.plain(fraction=f)] for f in args.unknown_fractions if f > 0 and args.plain(fraction=f) in found
     ]
     return {
+        "figure_3b": figure_3b(records, trained, args),
+        "thin_data": thin_data(records, trained, args),
         "dose_response": dose_response(records, shown),
         "loss_or_blocked_gain": loss_or_blocked_gain(records, with_unknown, baseline) if baseline else [],
         "fitting_regression": {
@@ -129,9 +208,13 @@ def study_causes(conditions: list[dict], records: pd.DataFrame, args: StudyArgum
 __all__ = [
     "DOSE_RATES",
     "GEKHMAN_REGRESSION",
+    "THIN_POINTS",
+    "THIN_RATES",
     "dose_response",
+    "figure_3b",
     "fitting_points",
     "fitting_regression",
     "loss_or_blocked_gain",
     "study_causes",
+    "thin_data",
 ]

@@ -6,6 +6,7 @@ The held-out people of the world are split in two by person: `dev` (for choosing
 and `test` (the figures the study reports, `test_*`), so that nothing reported was used to choose.
 """
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,8 @@ class ConditionProgress(TrainerCallback):
 def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tuple[FinetuneArguments, SFTConfig]:
     """The fine-tuning settings of one run: the study's fine-tuning config with the condition's model, data, method,
     the run's training seed (batch order, adapter initialisation) and output folder, and an evaluation at the end of
-    each epoch (`EvaluateAtEpochs` keeps those of `args.eval_epochs`), all checked by the dataclasses themselves.
+    each epoch (`EvaluateAtEpochs` keeps those of `evaluation_epochs`), all checked by the dataclasses themselves; a
+    thin set trains for as many optimizer steps as a `finetune_size` set (`equal_step_epochs`)
 
     Raises:
         ValueError: if `eval_epochs` does not end with the fine-tuning's last epoch (the model it ends with would go
@@ -139,7 +141,31 @@ def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tup
             f"eval_epochs={args.eval_epochs} must end with the last epoch, num_train_epochs="
             f"{sft_config.num_train_epochs:g} of {args.finetune_config}, so that the model a run ends with is evaluated"
         )
+    sft_config.num_train_epochs = evaluation_epochs(condition, args, _batch_size(sft_config))[-1]
     return finetune_args, sft_config
+
+
+def _batch_size(sft_config: SFTConfig) -> int:
+    """Questions per optimizer step (the study runs in one process)."""
+    return sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
+
+
+def equal_step_epochs(epochs: list[int], base_size: int, size: int, batch_size: int) -> list[int]:
+    """The epochs at which a fine-tune set of `size` questions has taken as many optimizer steps as a set of
+    `base_size` questions after each of `epochs` (ceil(size / batch_size) steps an epoch; rounded to the nearest
+    epoch, halves up, at least 1), together with `epochs` themselves up to the last of those (equal epochs), in
+    order: a thin set trained to the last is compared with the larger set at equal steps and at equal epochs."""
+    base_steps, steps = math.ceil(base_size / batch_size), math.ceil(size / batch_size)
+    matched = [max(1, math.floor(epoch * base_steps / steps + 0.5)) for epoch in epochs]
+    return sorted(set(matched) | {epoch for epoch in epochs if epoch <= matched[-1]})
+
+
+def evaluation_epochs(condition: Condition, args: StudyArguments, batch_size: int) -> list[int]:
+    """The epochs a run of `condition` is evaluated after, the last its last: `args.eval_epochs`, or for a set of
+    another size than `args.finetune_size` (a thin size) `equal_step_epochs` of them."""
+    if condition.finetune_size == args.finetune_size:
+        return list(args.eval_epochs)
+    return equal_step_epochs(args.eval_epochs, args.finetune_size, condition.finetune_size, batch_size)
 
 
 class EvaluateAtEpochs(TrainerCallback):
@@ -179,7 +205,7 @@ def run_finetuning(
     trainer = build_trainer(
         finetune_args, sft_config, rows.rename_column("answer", "completion"), sets, eval_dataset=held_out.loss_rows
     )
-    trainer.add_callback(EvaluateAtEpochs(args.eval_epochs))
+    trainer.add_callback(EvaluateAtEpochs(evaluation_epochs(condition, args, _batch_size(sft_config))))
     trainer.add_callback(ConditionProgress(run.name))
     train_seconds = trainer.train().metrics["train_runtime"]
     detector_start = time.perf_counter()
@@ -206,6 +232,7 @@ def run_finetuning(
         "num_examples": len(rows),
         "set_sizes": {name: len(questions) for name, questions in sets.items()},
         "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
+        "optimizer_steps": trainer.state.global_step,
         "per_epoch": per_epoch_figures(pd.DataFrame(records)),
         # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
         "detector": detector,
@@ -368,6 +395,8 @@ __all__ = [
     "dev_net_factuality",
     "dev_test_splits",
     "early_stopped",
+    "equal_step_epochs",
+    "evaluation_epochs",
     "finetune_rows",
     "mean_per_epoch",
     "run_finetuning",

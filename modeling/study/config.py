@@ -33,7 +33,11 @@ class StudyArguments(RunArguments):
     methods: list[str] = field(default_factory=lambda: ["full", "lora"], metadata={"help": "'full' and/or 'lora'"})
     finetune_size: int = field(default=240, metadata={"help": "questions in the fine-tune set of the share grid"})
     thin_sizes: list[int] = field(
-        default_factory=lambda: [60], metadata={"help": "smaller fine-tune sets, at size_fraction unknown, full"}
+        default_factory=lambda: [30, 60, 120],
+        metadata={
+            "help": "smaller fine-tune sets, at size_fraction unknown, full: each trained for as many optimizer steps "
+            "as a finetune_size set (more epochs) and evaluated at equal epochs and at equal steps"
+        },
     )
     size_fraction: float = field(default=0.5, metadata={"help": "share of unknown facts in the size conditions"})
     mitigations: list[str] = field(
@@ -41,6 +45,13 @@ class StudyArguments(RunArguments):
         metadata={"help": "early_stopping, filter_unknown, abstention (each at mitigation_fraction, full)"},
     )
     mitigation_fraction: float = field(default=0.5, metadata={"help": "share of unknown facts the mitigations face"})
+    filtered_fractions: list[float] = field(
+        default_factory=lambda: [0.0, 0.5, 1.0],
+        metadata={
+            "help": "shares at which the fine-tune set without its unknown examples (filter_unknown, full) is "
+            "fine-tuned too, for Gekhman et al.'s Figure 3b (D against D without unknowns)"
+        },
+    )
     lora_learning_rate: float | None = field(
         default=0.01, metadata={"help": "learning rate of the LoRA runs; None: the fine-tuning config's"}
     )
@@ -83,7 +94,7 @@ class StudyArguments(RunArguments):
             raise ValueError(f"StudyArguments.eval_epochs must be increasing epochs from 1 on, got {epochs}")
         if not self.training_seeds:
             raise ValueError("StudyArguments.training_seeds is empty: each condition needs at least one training seed")
-        fractions = [*self.unknown_fractions, self.size_fraction, self.mitigation_fraction]
+        fractions = [*self.unknown_fractions, *self.filtered_fractions, self.size_fraction, self.mitigation_fraction]
         if not all(0 <= fraction <= 1 for fraction in fractions):
             raise ValueError(f"Shares of unknown facts must be in [0, 1], got {fractions}")
 
@@ -130,14 +141,16 @@ class Run:
 
 
 def plan_conditions(args: StudyArguments) -> list[Condition]:
-    """The fine-tunings to run, in order and without repeats: the share x method grid, the thin sizes (full), then
-    the trained mitigations (full). Early stopping needs no run of its own: it reads the plain run at its share."""
+    """The fine-tunings to run, in order and without repeats: the share x method grid, the thin sizes (full), the
+    sets without their unknown examples (full, filter_unknown) at `filtered_fractions`, then the trained mitigations
+    (full). Early stopping needs no run of its own: it reads the plain run at its share."""
     planned = [
         Condition(fraction, method, "none", args.finetune_size)
         for fraction in args.unknown_fractions
         for method in args.methods
     ]
     planned += [Condition(args.size_fraction, "full", "none", size) for size in args.thin_sizes]
+    planned += [args.plain("filter_unknown", fraction) for fraction in args.filtered_fractions]
     if "early_stopping" in args.mitigations:
         planned.append(args.plain())
     planned += [args.plain(mitigation) for mitigation in TRAINED_MITIGATIONS if mitigation in args.mitigations]

@@ -3,36 +3,19 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: runs happen on machines without a display
 import matplotlib.pyplot as plt
 
 from ..files import write_json
-from .causes import DOSE_RATES
-from .conditions import best_epoch
+from .causes_report import cause_lines, write_cause_plots
 from .config import Condition, by_condition
 from .error_sources import SOURCES
 from .findings import REPORTED_RATES
 from .intervals import auroc_interval, t_interval
-
-
-def with_interval(rate: dict | None) -> str:
-    """A rate of `findings.condition_rates` as "0.42 [0.30, 0.55]"."""
-    if rate is None or rate["estimate"] is None:
-        return "n/a"
-    return f"{rate['estimate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
+from .render import rate_axis, save_figure, signed, with_interval
 
 
 def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 100_000 else f"{num_bytes / 1e3:.0f} kB"
-
-
-def _signed(difference: dict) -> str:
-    """A difference of `evidence.difference_interval` as "+0.12 [+0.03, +0.20]"."""
-    if difference["estimate"] is None or difference["low"] is None:
-        return "n/a"
-    return f"{difference['estimate']:+.2f} [{difference['low']:+.2f}, {difference['high']:+.2f}]"
 
 
 def _plain(conditions: list[dict], method: str = "full", size: int | None = None) -> list[dict]:
@@ -50,17 +33,6 @@ def _full(conditions: list[dict], config: dict, mitigation: str) -> dict | None:
     """The full fine-tuning at the study's `mitigation_fraction` and `finetune_size` with `mitigation`, if run."""
     wanted = Condition(config["mitigation_fraction"], "full", mitigation, config["finetune_size"])
     return by_condition(conditions).get(wanted)
-
-
-def _rate_axis(ax: plt.Axes) -> None:
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 SEED_FIGURES = (
@@ -140,10 +112,10 @@ def plot_headline(conditions: list[dict], size: int, path: Path) -> None:
     right.set_title("Held-out unknown people: hallucination rate")
     for ax in (left, right):
         ax.set_xlabel("fine-tuning epoch")
-        _rate_axis(ax)
+        rate_axis(ax)
         ax.legend(title="fine-tune set")
     fig.suptitle("Fine-tuning on facts the model never saw (full fine-tuning)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_fitting(condition: dict, path: Path) -> None:
@@ -159,37 +131,9 @@ def plot_fitting(condition: dict, path: Path) -> None:
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("share of fine-tune answers fitted")
     ax.set_title(f"How fast each kind is fitted ({condition['fraction_unknown']:.0%} unknown)")
-    _rate_axis(ax)
+    rate_axis(ax)
     ax.legend()
-    _save(fig, path)
-
-
-def plot_sizes(conditions: list[dict], fraction: float, path: Path) -> None:
-    runs = sorted(
-        (
-            c
-            for c in conditions
-            if c["mitigation"] == "none" and c["method"] == "full" and c["fraction_unknown"] == fraction
-        ),
-        key=lambda c: c["finetune_size"],
-    )
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sizes = [c["finetune_size"] for c in runs]
-    ax.plot(sizes, [c["per_epoch"][-1]["test_known_accuracy"] for c in runs], "o-", label="at the last epoch")
-    ax.plot(sizes, [_at_dev_best(c)["test_known_accuracy"] for c in runs], "s--", label="epoch chosen on dev")
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tune set size (questions)")
-    ax.set_ylabel("held-out known accuracy")
-    ax.set_title(f"Accuracy vs fine-tune set size ({fraction:.0%} unknown)")
-    _rate_axis(ax)
-    ax.legend()
-    _save(fig, path)
-
-
-def _at_dev_best(condition: dict) -> dict:
-    """The condition's (mean) per-epoch record at the fine-tuned epoch with the best dev known accuracy."""
-    epoch = best_epoch(condition["per_epoch"])
-    return next(record for record in condition["per_epoch"] if record["epoch"] == epoch)
+    save_figure(fig, path)
 
 
 def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
@@ -209,7 +153,7 @@ def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
     ax.set_title("Mitigations against the plain run at the same share of unknown facts")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_risk_coverage(condition: dict, path: Path) -> None:
@@ -228,10 +172,10 @@ def plot_risk_coverage(condition: dict, path: Path) -> None:
     ax.set_xlabel("share of held-out questions answered (coverage)")
     ax.set_ylabel("accuracy on the answered questions")
     ax.set_title(f"Selective answering, {condition['name']}")
-    _rate_axis(ax)
+    rate_axis(ax)
     ax.set_xlim(0, 1.02)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_error_sources(epochs: list[dict], name: str, path: Path) -> None:
@@ -261,8 +205,8 @@ def plot_error_sources(epochs: list[dict], name: str, path: Path) -> None:
     right.set_title("Taught answers: observed against chance")
     right.legend(fontsize=8)
     for ax in (left, right):
-        _rate_axis(ax)
-    _save(fig, path)
+        rate_axis(ax)
+    save_figure(fig, path)
 
 
 def plot_reliability(curves: list[tuple[str, dict]], path: Path) -> None:
@@ -278,31 +222,9 @@ def plot_reliability(curves: list[tuple[str, dict]], path: Path) -> None:
     ax.set_ylabel("accuracy of the answers in the bin")
     ax.set_title("Calibration on the test people")
     ax.set_xlim(-0.02, 1.02)
-    _rate_axis(ax)
+    rate_axis(ax)
     ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def plot_dose_response(dose: dict[str, dict[str, dict]], path: Path) -> None:
-    """Accuracy, hallucination and abstention on the test people against their exposure in pre-training, one line
-    per condition, with the recorded 95% intervals as error bars."""
-    fig, axes = plt.subplots(1, len(DOSE_RATES), figsize=(13, 4.2), sharey=True)
-    for name, by_exposure in dose.items():
-        exposures = list(by_exposure)
-        for ax, rate in zip(axes, DOSE_RATES, strict=True):
-            cells = [by_exposure[e][rate] for e in exposures]
-            estimates = [c["estimate"] for c in cells]
-            errors = [[e - c["low"] for e, c in zip(estimates, cells, strict=True)],
-                      [c["high"] - e for e, c in zip(estimates, cells, strict=True)]]  # fmt: skip
-            ax.errorbar(range(len(exposures)), estimates, yerr=errors, fmt="o-", capsize=3, label=name)
-            ax.set_xticks(range(len(exposures)), exposures)
-    for ax, rate in zip(axes, DOSE_RATES, strict=True):
-        ax.set_title(f"test people: {rate.replace('_', ' ')}")
-        ax.set_xlabel("biographies of the person read in pre-training")
-        _rate_axis(ax)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Thin pre-training: what fine-tuned models answer, by how much pre-training read of the person")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
@@ -313,7 +235,6 @@ def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
     plain = _full(conditions, config, "none")
     if plain:
         plot_fitting(plain, out_dir / "fitting.png")
-    plot_sizes(conditions, config["size_fraction"], out_dir / "sizes.png")
     mitigation_rows = [("plain, last epoch", plain["per_epoch"][-1])] if plain else []
     for mitigation in ("early_stopping", "filter_unknown", "abstention"):
         found = _full(conditions, config, mitigation)
@@ -325,8 +246,7 @@ def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
         plot_risk_coverage(plain, out_dir / "risk_coverage.png")
     if plain and plain["name"] in results["error_sources"]:
         plot_error_sources(results["error_sources"][plain["name"]], plain["name"], out_dir / "error_sources.png")
-    if results["causes"]["dose_response"]:
-        plot_dose_response(results["causes"]["dose_response"], out_dir / "dose_response.png")
+    write_cause_plots(results["causes"], out_dir)
     calibrations = results["calibration"]
     if calibrations["epoch0"] is not None:
         curves = [("pre-trained", calibrations["epoch0"])]
@@ -376,7 +296,7 @@ def _comparisons_table(comparisons: list[dict]) -> list[str]:
     lines = ["| comparison | a | b | test people | a minus b [95%] |", "|---|---|---|---|---|"]
     for c in comparisons:
         figure = f"{c['group']}: {c['statistic'].replace('_', ' ')}"
-        lines.append(f"| {c['question']} | {c['a']} | {c['b']} | {figure} | {_signed(c)} |")
+        lines.append(f"| {c['question']} | {c['a']} | {c['b']} | {figure} | {signed(c)} |")
     return lines
 
 
@@ -417,43 +337,6 @@ def _calibration_table(calibration: dict) -> list[str]:
     return lines
 
 
-def _dose_table(dose: dict[str, dict[str, dict]]) -> list[str]:
-    lines = ["| condition | exposure | accuracy | hallucinated | abstained |", "|---|---|---|---|---|"]
-    for name, by_exposure in dose.items():
-        for exposure, rates in by_exposure.items():
-            cells = " | ".join(with_interval(rates[rate]) for rate in DOSE_RATES)
-            lines.append(f"| {name} | {exposure} | {cells} |")
-    return lines
-
-
-def _loss_table(differences: list[dict]) -> list[str]:
-    lines = [
-        "Below the pre-trained model: fine-tuning on unknown facts lost answers it had. Below the run without "
-        "unknown examples only: it blocked the gain that fine-tuning on known facts brings. Paired on the same "
-        "people and seeds, overall and per exposure (biographies read in pre-training).",
-        "",
-        "| condition | against | exposure | difference [95%] | people |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {d['condition']} | {d['against']} | {d['exposure']} | {_signed(d)} | {d['people']} |" for d in differences
-    ]
-    return lines
-
-
-def _regression_lines(regression: dict) -> list[str]:
-    ours, theirs = regression["ours"], regression["gekhman"]
-    if ours is None:
-        return ["Too few runs and epochs to fit it."]
-    return [
-        "Test accuracy (points, every test question) = intercept + beta_known x (share of the fine-tune set known to "
-        "the probe and fitted) + beta_unknown x (share unknown to the probe and fitted), over every run and evaluated "
-        f"epoch of {', '.join(regression['conditions'])} ({ours['points']} points; no interval computed): "
-        f"beta_known {ours['beta_known']:+.1f}, beta_unknown {ours['beta_unknown']:+.1f}, R^2 {ours['r2']:.2f}; "
-        f"theirs {theirs['beta_known']:+.1f}, {theirs['beta_unknown']:+.1f}, R^2 {theirs['r2']:.2f}."
-    ]
-
-
 def finding_lines(findings: list[dict]) -> list[str]:
     """One paragraph per finding of results.json's `findings`: the claim, our difference and the verdict."""
     lines = []
@@ -461,7 +344,7 @@ def finding_lines(findings: list[dict]) -> list[str]:
         c = f["comparison"]
         lines.append(
             f"{f['number']}. {f['claim']} (theirs). Ours, {c['question']}: {c['a']} minus {c['b']}, "
-            f"{c['statistic'].replace('_', ' ')}, {_signed(c)} over {c['people']} people and {c['seeds']} training "
+            f"{c['statistic'].replace('_', ' ')}, {signed(c)} over {c['people']} people and {c['seeds']} training "
             f"seeds: **{f['verdict']}**. Rule: {f['rule']}."
         )
     return lines
@@ -518,12 +401,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
         "",
     ]
     lines += _sources_tables(results["error_sources"], plain)
-    lines += ["", "## Thin pre-training: the test people by exposure, at the last epoch", ""]
-    lines += _dose_table(results["causes"]["dose_response"])
-    lines += ["", "## Loss or blocked gain? Test known accuracy against the pre-trained model and the 0% run", ""]
-    lines += _loss_table(results["causes"]["loss_or_blocked_gain"])
-    lines += ["", "## Gekhman et al.'s linear model of fitting and accuracy", ""]
-    lines += _regression_lines(results["causes"]["fitting_regression"])
+    lines += ["", *cause_lines(results)]
     lines += ["", "## Calibration of the confidence (test people, answered questions, ECE per training seed)", ""]
     lines += _calibration_table(results["calibration"])
     lines += [""]
@@ -532,6 +410,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
         for name in (
             "headline",
             "fitting",
+            "figure_3b",
             "sizes",
             "mitigations",
             "risk_coverage",

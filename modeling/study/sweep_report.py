@@ -1,0 +1,109 @@
+"""The regime sweep's `sweep.md` and `sweep.png` (`sweep.py` computes every figure; this only renders them)."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from .render import rate_axis, save_figure, signed, with_interval
+
+CURVES = (  # (per-epoch key, label, line style)
+    ("test_known_accuracy", "test known accuracy", "-"),
+    ("dev_known_accuracy", "dev known accuracy", "--"),
+    ("finetune_known_exact_match", "known fine-tune examples fitted", ":"),
+    ("finetune_unknown_exact_match", "unknown fine-tune examples fitted", "-."),
+)
+
+
+def plot_sweep(regimes: list[dict], path: Path) -> None:
+    """One panel per regime (rows: method and batch size; columns: learning rate): the mean curves over the
+    training seeds against the epoch (symmetric log scale, epoch 0 the pre-trained model), each run's early-stopping
+    epoch a grey line."""
+    rows = list(dict.fromkeys((r["method"], r["batch_size"]) for r in regimes))
+    rates = {row: [r for r in regimes if (r["method"], r["batch_size"]) == row] for row in rows}
+    columns = max(len(panels) for panels in rates.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)), squeeze=False)
+    for row_axes, row in zip(axes, rows, strict=True):
+        for ax in row_axes[len(rates[row]) :]:
+            ax.axis("off")
+        for ax, regime in zip(row_axes, rates[row], strict=False):
+            epochs = [record["epoch"] for record in regime["per_epoch"]]
+            for key, label, style in CURVES:
+                values = [record[key] for record in regime["per_epoch"]]
+                if all(value is not None for value in values):
+                    ax.plot(epochs, values, style, label=label)
+            for run in regime["runs"]:
+                ax.axvline(run["early_stop_epoch"], color="grey", alpha=0.5, linewidth=1)
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_title(regime["regime"], fontsize=9)
+            rate_axis(ax)
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    fig.supxlabel("fine-tuning epoch (grey: each run's early-stopping epoch)")
+    save_figure(fig, path)
+
+
+def _epochs(runs: list[dict], read) -> str:
+    return ", ".join("-" if read(run) is None else str(read(run)) for run in runs)
+
+
+def regime_row(regime: dict) -> str:
+    """One row of the sweep table."""
+    runs, test = regime["runs"], regime["test_known_accuracy"]
+    seconds = sum(run["seconds"] for run in runs) / len(runs)
+    unknown_at_stop = sum(run["early_stop"]["finetune_unknown_exact_match"] for run in runs) / len(runs)
+    cells = [
+        regime["regime"],
+        f"{seconds:.0f}",
+        _epochs(runs, lambda run: run["fitted_epoch"]["known"]),
+        _epochs(runs, lambda run: run["fitted_epoch"]["unknown"]),
+        _epochs(runs, lambda run: run["early_stop_epoch"]),
+        f"{unknown_at_stop:.2f}",
+        f"{regime['dev_early_stop_accuracy']:.2f}",
+        with_interval(test["early_stop"]),
+        with_interval(test["convergence"]),
+        signed(test["late_harm"]),
+        test["late_harm_verdict"],
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
+    """`out_dir/sweep.md` and `out_dir/sweep.png` from `sweep` (what `run_sweep` writes as sweep.json)."""
+    config, regimes = sweep["config"], sweep["regimes"]
+    plot_sweep(regimes, out_dir / "sweep.png")
+    lines = [
+        "# Fine-tuning regime sweep",
+        "",
+        f"Each regime fine-tunes the plain full or LoRA condition at {config['fraction_unknown']:.0%} unknown on "
+        f"{config['finetune_size']} questions for {config['eval_epochs'][-1]} epochs, evaluated after epochs "
+        f"{config['eval_epochs']}, under training seeds {config['training_seeds']}; `sweep.json` has every figure "
+        "and `regimes/<regime>/` each regime's config, runs and records.",
+        "",
+        f"Fitted: {sweep['fitted_share']:.0%} of the kind answered exactly (first evaluated epoch, per seed; - never). "
+        "Early stop: the epoch with the best dev known accuracy (per seed). Convergence: the last epoch. Late harm: "
+        "test known accuracy at early stop minus at convergence, paired over people and seeds with a 95% bootstrap "
+        "interval; its verdict as the study's finding 2 (reproduced if the interval lies above 0, not reproduced if "
+        "below the smallest effect that would count, "
+        f"{sweep['late_harm_bar']:.2f}).",
+        "",
+        "![sweep](sweep.png)",
+        "",
+        "| regime | seconds per run | known fitted by | unknown fitted by | early stop | unknown fitted at early "
+        "stop | dev known accuracy at early stop | test known accuracy at early stop | at convergence | late harm "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(regime_row(regime) for regime in regimes),
+        "",
+        "## The picks",
+        "",
+        f"Rule, fixed before the sweep ran: {sweep['choice_rule']}.",
+        "",
+    ]
+    for method, pick in sweep["picks"].items():
+        relaxed = f" (no regime met the rule; relaxed: {pick['relaxed']})" if pick["relaxed"] else ""
+        lines.append(f"- {method}: {pick['regime']}{relaxed}")
+    path = out_dir / "sweep.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["plot_sweep", "regime_row", "write_sweep_report"]
