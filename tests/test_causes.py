@@ -107,21 +107,24 @@ def test_loss_or_blocked_gain_compares_with_epoch_0_and_with_the_run_without_unk
 
 def test_equal_step_epochs_match_the_larger_sets_optimizer_steps():
     # 240 questions in batches of 16: 15 steps an epoch; 60: 4. Epochs 1, 2, 4, 8 of the larger set are 15, 30, 60
-    # and 120 steps: 3.75, 7.5, 15 and 30 epochs of the thin one, rounded to 4, 8, 15, 30.
-    assert equal_step_epochs([1, 2, 4, 8], 240, 60, 16) == [1, 2, 4, 8, 15, 30]
+    # and 120 steps: 3.75, 7.5, 15 and 30 epochs of the thin one, rounded to 4, 8, 15, 30 (8: equal epochs too).
+    assert equal_step_epochs([1, 2, 4, 8], 240, 60, 16) == [4, 8, 15, 30]
     # 30 questions: 2 steps an epoch (16 and 14), so 7.5 -> 8, 15, 30, 60.
-    assert equal_step_epochs([1, 2, 4, 8], 240, 30, 16) == [1, 2, 4, 8, 15, 30, 60]
-    # 100 questions: 7 steps an epoch; 15/7 = 2.14 epochs a larger epoch: 2.1, 4.3, 8.6, 17.1 round to 2, 4, 9, 17.
-    assert equal_step_epochs([1, 2, 4, 8], 240, 100, 16) == [1, 2, 4, 8, 9, 17]
+    assert equal_step_epochs([1, 2, 4, 8], 240, 30, 16) == [8, 15, 30, 60]
+    # 100 questions: 7 steps an epoch; 15/7 = 2.14 epochs a larger epoch: 2.1, 4.3, 8.6, 17.1 round to 2, 4, 9, 17,
+    # and epoch 8 is read at equal epochs.
+    assert equal_step_epochs([1, 2, 4, 8], 240, 100, 16) == [2, 4, 8, 9, 17]
     assert equal_step_epochs([10, 20], 6, 3, 6) == [10, 20]  # one step an epoch either way
 
 
-def test_a_thin_run_trains_as_many_steps_as_the_share_grid_and_others_keep_the_schedule():
-    args = StudyArguments()  # the default study: configs/study/finetune.yaml, 8 epochs in batches of 16, 240 questions
+def test_a_thin_run_trains_as_many_steps_as_the_share_grid_and_others_keep_the_schedule(tmp_path):
+    config = tmp_path / "finetune.yaml"
+    config.write_text("num_train_epochs: 8\nper_device_train_batch_size: 16\n")
+    args = StudyArguments(finetune_config=str(config), eval_epochs=[1, 2, 4, 8])  # 240 questions
     thin, grid = (Run(Condition(0.5, "full", "none", size), 0) for size in (60, 240))
     assert condition_configs(thin, args, Path("pretrain"))[1].num_train_epochs == 30
     assert condition_configs(grid, args, Path("pretrain"))[1].num_train_epochs == 8
-    assert evaluation_epochs(thin.condition, args, 16) == [1, 2, 4, 8, 15, 30]
+    assert evaluation_epochs(thin.condition, args, 16) == [4, 8, 15, 30]
     assert evaluation_epochs(Condition(0.0, "lora", "none", 240), args, 16) == [1, 2, 4, 8]
 
 

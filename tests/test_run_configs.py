@@ -12,7 +12,7 @@ from trl import SFTConfig
 import modeling.run_config
 import modeling.study
 from modeling.run_config import parse_run_config
-from modeling.study import StudyArguments
+from modeling.study import StudyArguments, SweepArguments
 from modeling.training import finetuning, pretraining
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +20,7 @@ SCRIPTS = {
     "pretrain": ((pretraining.PretrainArguments, TrainingArguments), pretraining.DEFAULTS),
     "finetune": ((finetuning.FinetuneArguments, SFTConfig), finetuning.DEFAULTS),
     "study": ((StudyArguments,), None),
+    "sweep": ((SweepArguments,), None),
 }
 CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "study").glob("*.yaml"))
 
@@ -33,7 +34,7 @@ def test_a_run_config_names_its_command_and_parses(path):
     dataclass_types, defaults = SCRIPTS[command.group(1)]
     parsed = parse_run_config(dataclass_types, [str(path)], defaults)
     assert parsed[-1].output_dir.startswith("runs/")
-    if command.group(1) == "study":  # the configs it names exist and parse too
+    if command.group(1) in ("study", "sweep"):  # the configs it names exist and parse too
         study = parsed[0]
         for name, config in (("pretrain", study.pretrain_config), ("finetune", study.finetune_config)):
             types, defaults = SCRIPTS[name]
@@ -47,7 +48,7 @@ def test_the_study_api_and_the_command_line_share_their_defaults(monkeypatch):
     monkeypatch.setattr(modeling.study, "run_study", ran.append)
     monkeypatch.setattr(sys, "argv", ["study.py"])
     runpy.run_path(str(REPO / "scripts" / "study.py"), run_name="__main__")
-    assert ran == [StudyArguments()] and ran[0].lora_learning_rate == 0.01
+    assert ran == [StudyArguments()] and ran[0].lora_learning_rate == 0.003
 
 
 @pytest.mark.parametrize("native", [True, False])

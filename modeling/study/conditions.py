@@ -153,11 +153,12 @@ def _batch_size(sft_config: SFTConfig) -> int:
 def equal_step_epochs(epochs: list[int], base_size: int, size: int, batch_size: int) -> list[int]:
     """The epochs at which a fine-tune set of `size` questions has taken as many optimizer steps as a set of
     `base_size` questions after each of `epochs` (ceil(size / batch_size) steps an epoch; rounded to the nearest
-    epoch, halves up, at least 1), together with `epochs` themselves up to the last of those (equal epochs), in
-    order: a thin set trained to the last is compared with the larger set at equal steps and at equal epochs."""
+    epoch, halves up, at least 1), with the last of `epochs` too (equal epochs) when it comes before the last of
+    those, in order: a thin set trained to the last is compared with the larger set at equal steps and at equal
+    epochs, and evaluated about as often as the larger set."""
     base_steps, steps = math.ceil(base_size / batch_size), math.ceil(size / batch_size)
     matched = [max(1, math.floor(epoch * base_steps / steps + 0.5)) for epoch in epochs]
-    return sorted(set(matched) | {epoch for epoch in epochs if epoch <= matched[-1]})
+    return sorted(set(matched) | ({epochs[-1]} if epochs[-1] <= matched[-1] else set()))
 
 
 def evaluation_epochs(condition: Condition, args: StudyArguments, batch_size: int) -> list[int]:

@@ -30,7 +30,10 @@ class StudyArguments(RunArguments):
     unknown_fractions: list[float] = field(
         default_factory=lambda: [0.0, 0.5, 1.0], metadata={"help": "shares of unknown facts in the fine-tune set"}
     )
-    methods: list[str] = field(default_factory=lambda: ["full", "lora"], metadata={"help": "'full' and/or 'lora'"})
+    methods: list[str] = field(
+        default_factory=lambda: ["full"],
+        metadata={"help": "'full' and/or 'lora' (configs/study/full.yaml runs both, at the regime sweep's picks)"},
+    )
     finetune_size: int = field(default=240, metadata={"help": "questions in the fine-tune set of the share grid"})
     thin_sizes: list[int] = field(
         default_factory=lambda: [30, 60, 120],
@@ -53,10 +56,11 @@ class StudyArguments(RunArguments):
         },
     )
     lora_learning_rate: float | None = field(
-        default=0.01, metadata={"help": "learning rate of the LoRA runs; None: the fine-tuning config's"}
+        default=0.003,
+        metadata={"help": "learning rate of the LoRA runs (the regime sweep's pick); None: the fine-tuning config's"},
     )
     eval_epochs: list[int] = field(
-        default_factory=lambda: [1, 2, 4, 8],
+        default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 24],
         metadata={
             "help": "fine-tuning epochs after which each run is evaluated, ending with its last (epoch 0, the "
             "pre-trained model, always is): dense where the curves move"
@@ -65,8 +69,11 @@ class StudyArguments(RunArguments):
     probe_samples: int = field(default=4, metadata={"help": "sampled continuations per sentence opening"})
     probe_temperature: float = 0.7
     training_seeds: list[int] = field(
-        default_factory=lambda: [0, 1, 2],
-        metadata={"help": "each condition is fine-tuned once per seed (fine-tune draw, batch order, adapter init)"},
+        default_factory=lambda: [0, 1],
+        metadata={
+            "help": "each condition is fine-tuned once per seed (fine-tune draw, batch order, adapter init): two hold "
+            "the default study within its 15 minutes; configs/study/full.yaml runs three"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the probe's sampling (and of a world under `seeds`)"})
     seeds: list[int] = field(

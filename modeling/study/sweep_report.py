@@ -34,6 +34,7 @@ def plot_sweep(regimes: list[dict], path: Path) -> None:
             for run in regime["runs"]:
                 ax.axvline(run["early_stop_epoch"], color="grey", alpha=0.5, linewidth=1)
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
             ax.set_title(regime["regime"], fontsize=9)
             rate_axis(ax)
     axes[0][0].legend(fontsize=6, loc="lower right")
