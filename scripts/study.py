@@ -2,7 +2,7 @@
 
 python scripts/study.py                                   # the default study (StudyArguments' defaults)
 python scripts/study.py configs/study/tiny.yaml           # another study config
-python scripts/study.py configs/study/tiny.yaml --thin_sizes 6 12   # flags override the file
+python scripts/study.py configs/study/tiny.yaml --thin_sizes 2 3    # flags override the file
 """
 
 import sys

@@ -16,6 +16,7 @@ from modeling.study.causes import (
     loss_or_blocked_gain,
     thin_data,
 )
+from modeling.study.causes_report import overfitting_sentence, thin_sentence
 from modeling.study.conditions import condition_configs, equal_step_epochs, evaluation_epochs
 from modeling.study.config import Run
 
@@ -153,40 +154,43 @@ def _answers(condition: str, epoch: int, rights: list[bool], group: str = "known
 
 
 def test_figure_3b_compares_d_with_d_without_unknowns_at_early_stop_and_convergence():
-    # D peaks on dev at epoch 1 (both test people right), then one is wrong at epoch 2; D without unknowns peaks at
-    # epoch 2 with both right, one right at epoch 1. Early stop: 1.0 against 1.0; convergence: 0.5 against 1.0.
+    # Seed 0. D peaks on dev at epoch 1 (both test people right), then has one wrong at epochs 2 and 3; D without
+    # unknowns peaks at epoch 2 (both right) and ends at epoch 3 with both wrong. Early stop: 1.0 against 1.0;
+    # convergence: 0.5 against 0.0. Seed 1: D ran (all wrong), the filtered set was left empty and skipped, so seed 1
+    # is left out of both sides.
     d, filtered = "full_u0.5_n4_none", "full_u0.5_n4_filter_unknown"
     conditions = [
         {"name": d, "fraction_unknown": 0.5, "method": "full", "mitigation": "none", "finetune_size": 4,
-         "num_examples": 4, "runs": [_run(d, 0, {1: 0.9, 2: 0.5})]},
+         "runs": [_run(d, 0, {1: 0.9, 2: 0.5, 3: 0.4}) | {"num_examples": 4},
+                  _run(d, 1, {1: 0.9, 2: 0.5, 3: 0.4}) | {"num_examples": 4}]},
         {"name": filtered, "fraction_unknown": 0.5, "method": "full", "mitigation": "filter_unknown",
-         "finetune_size": 4, "num_examples": 2, "runs": [_run(filtered, 0, {1: 0.5, 2: 0.9})]},
+         "finetune_size": 4, "runs": [_run(filtered, 0, {1: 0.5, 2: 0.9, 3: 0.1}) | {"num_examples": 2},
+                                      {"training_seed": 1, "per_epoch": [], "skipped": True, "num_examples": 0}]},
     ]  # fmt: skip
-    rows = _answers(d, 1, [True, True]) + _answers(d, 2, [True, False])
+    rows = _answers(d, 1, [True, True]) + _answers(d, 2, [True, False]) + _answers(d, 3, [True, False])
     rows += _answers(filtered, 1, [True, False]) + _answers(filtered, 2, [True, True])
-    args = StudyArguments(finetune_size=4, filtered_fractions=[0.0, 0.5])  # nothing ran at 0: left out
+    rows += _answers(filtered, 3, [False, False])
+    rows += [r | {"training_seed": 1} for e in (1, 2, 3) for r in _answers(d, e, [False, False])]
+    args = StudyArguments(finetune_size=4, thin_sizes=[], filtered_fractions=[0.0, 0.5])  # nothing ran at 0: left out
     early, converged = figure_3b(pd.DataFrame(rows), conditions, args)
     assert (early["point"], converged["point"]) == ("early_stop", "convergence")
-    assert early["fraction_unknown"] == 0.5 and early["examples"] == [4, 2]
-    assert (early["D"]["estimate"], early["D_without_unknown"]["estimate"], early["difference"]["estimate"]) == (
-        1,
-        1,
-        0,
-    )
-    assert (converged["D"]["estimate"], converged["difference"]["estimate"]) == (0.5, -0.5)
+    assert early["fraction_unknown"] == 0.5 and early["examples"] == [4, 2] and early["training_seeds"] == [0]
+    assert [early[k]["estimate"] for k in ("D", "D_without_unknown", "difference")] == [1, 1, 0]
+    assert [converged[k]["estimate"] for k in ("D", "D_without_unknown", "difference")] == [0.5, 0, 0.5]
 
 
 def test_thin_data_reads_each_size_at_equal_epochs_equal_steps_and_early_stop():
-    # The reference (4 questions) ends at epoch 2 with one of two test people right. The thin set (2 questions)
-    # trains to epoch 4: both right at epoch 2 (equal epochs), both wrong at epoch 4 (equal steps), and its dev
-    # accuracy peaks at epoch 3, where one is right.
+    # The reference (4 questions) peaks on dev at epoch 1 (both test people right) and ends at epoch 2 with one of
+    # two right. The thin set (2 questions) trains to epoch 4: both right at epoch 2 (equal epochs), both wrong at
+    # epoch 4 (equal steps), and its dev accuracy peaks at epoch 3, where one is right. So, against the reference:
+    # +0.5 at equal epochs, -0.5 at equal steps, and 0.5 - 1.0 = -0.5 at early stop.
     reference, thin = "full_u0.5_n4_none", "full_u0.5_n2_none"
     conditions = [
         {"name": name, "fraction_unknown": 0.5, "method": "full", "mitigation": "none", "finetune_size": size,
          "runs": [_run(name, 0, dev)]}
-        for name, size, dev in ((reference, 4, {1: 0.2, 2: 0.9}), (thin, 2, {1: 0.1, 2: 0.2, 3: 0.9, 4: 0.3}))
+        for name, size, dev in ((reference, 4, {1: 0.9, 2: 0.2}), (thin, 2, {1: 0.1, 2: 0.2, 3: 0.9, 4: 0.3}))
     ]  # fmt: skip
-    rows = _answers(reference, 1, [False, False]) + _answers(reference, 2, [True, False])
+    rows = _answers(reference, 1, [True, True]) + _answers(reference, 2, [True, False])
     for epoch, rights in ((1, [False, False]), (2, [True, True]), (3, [True, False]), (4, [False, False])):
         rows += _answers(thin, epoch, rights)
     rows += _answers(thin, 4, [True], split="finetune") + _answers(thin, 4, [False], group="unknown", split="finetune")
@@ -197,9 +201,48 @@ def test_thin_data_reads_each_size_at_equal_epochs_equal_steps_and_early_stop():
     ]
     difference = {point: entries[(2, point)]["known_accuracy_difference"]["estimate"] for point in ("equal_epochs",
                   "equal_steps", "early_stop")}  # fmt: skip
-    assert difference == {"equal_epochs": 0.5, "equal_steps": -0.5, "early_stop": 0.0}
+    assert difference == {"equal_epochs": 0.5, "equal_steps": -0.5, "early_stop": -0.5}
     assert entries[(2, "equal_steps")]["known_hallucination_rate_difference"]["estimate"] == 0.5
     assert [entries[(2, p)]["epochs"] for p in ("equal_epochs", "equal_steps", "early_stop")] == [[2], [4], [3]]
     assert entries[(2, "equal_steps")]["fitted"] == {"known": 1.0, "unknown": 0.0}
     assert entries[(2, "equal_epochs")]["fitted"] == {"known": None, "unknown": None}  # no fine-tune record then
     assert entries[(4, "equal_steps")]["known_accuracy_difference"]["estimate"] == 0.0  # the reference itself
+
+
+def _difference(estimate: float, low: float, high: float) -> dict:
+    return {"estimate": estimate, "low": low, "high": high, "people": 10, "seeds": 2}
+
+
+@pytest.mark.parametrize(
+    "low, high, word", [(0.02, 0.2, "shown"), (-0.2, -0.01, "not shown"), (-0.05, 0.1, "inconclusive")]
+)
+def test_the_thin_data_sentence_reads_the_smallest_size_at_equal_steps(low, high, word):
+    key = "known_hallucination_rate_difference"
+    tested = (30, "equal_steps")  # the smallest size at equal steps: every other cell spans -1 to 1
+    thin = [
+        {"finetune_size": size, "point": point,
+         key: _difference(value, low, high) if (size, point) == tested else _difference(value, -1, 1)}
+        for size, value in ((30, 0.11), (60, 0.5), (240, 0.0))
+        for point in ("equal_epochs", "equal_steps", "early_stop")
+    ]  # fmt: skip
+    sentence = thin_sentence(thin)
+    assert f"**{word}**" in sentence and "with 30 questions instead of the 240 of the reference" in sentence
+    assert f"differs by +0.11 [{low:+.2f}, {high:+.2f}]" in sentence
+
+
+def test_the_overfitting_sentence_carries_finding_2_and_figure_3b_at_the_largest_share():
+    late = {"number": 2, "verdict": "not reproduced", "rule": "the rule",
+            "comparison": {"a": "stopped", "b": "plain", **_difference(-0.01, -0.05, 0.03)}}  # fmt: skip
+    figure = [
+        {"fraction_unknown": share, "point": point, "difference": _difference(gap, gap - 0.1, gap + 0.1)}
+        for share, gaps in ((0.5, (0.0, 0.0)), (1.0, (0.02, -0.2)))
+        for point, gap in zip(("early_stop", "convergence"), gaps, strict=True)
+    ]
+    sentence = overfitting_sentence([late], figure)
+    assert sentence.startswith("Overfitting (training on past the best dev epoch): **not shown**: ")
+    assert "-0.01 [-0.05, +0.03] (stopped against plain; rule: the rule)" in sentence
+    assert (
+        "at 100% unknown, D minus D without its unknown examples is +0.02 [-0.08, +0.12] at early stop and " in sentence
+    )
+    assert sentence.endswith("-0.20 [-0.30, -0.10] at convergence.")
+    assert overfitting_sentence([], figure).startswith("Overfitting: not tested")

@@ -18,7 +18,7 @@ from trl import SFTConfig
 
 from modeling.checkpoints import load_model_and_tokenizer
 from modeling.run_config import parse_run_config
-from modeling.study import Condition, plan_conditions, run_study
+from modeling.study import Condition, StudyArguments, plan_conditions, run_study
 from modeling.study import probe as probe_module
 from modeling.study import runner as study_runner
 from modeling.study.conditions import (
@@ -309,6 +309,13 @@ def test_bad_study_settings_are_refused(tmp_path):
         tiny_args(tmp_path, "--training_seeds", "1", "1")
     with pytest.raises(ValueError, match=r"eval_epochs must be increasing epochs from 1 on, got \[2, 1\]"):
         tiny_args(tmp_path, "--eval_epochs", "2", "1")
+    with pytest.raises(ValueError, match=r"thin_sizes \[3, 12\] must not exceed finetune_size=6"):
+        tiny_args(tmp_path, "--thin_sizes", "3", "12")
+    # A set without unknowns, or a thin size, with no plain full run at its share to be compared with.
+    with pytest.raises(ValueError, match=r"filtered_fractions needs the plain full fine-tuning at shares \[1.0\]"):
+        tiny_args(tmp_path, "--filtered_fractions", "0.5", "1.0")
+    with pytest.raises(ValueError, match=r"thin_sizes needs the plain full fine-tuning at shares \[0.5\]"):
+        StudyArguments(methods=["lora"], filtered_fractions=[])
 
 
 @pytest.fixture(scope="module")
@@ -458,6 +465,7 @@ def test_time_breakdown_sums_each_part_over_the_conditions():
 def test_a_study_over_seeds_runs_each_seed_on_its_own_world_and_gives_intervals(tmp_path):
     # One condition per seed: the thin size and the early stopping mitigation name the grid's one condition again.
     flags = ["--unknown_fractions", "0.5", "--methods", "full", "--thin_sizes", "6", "--mitigations", "early_stopping"]
+    flags += ["--filtered_fractions", "0.5"]
     flags += ["--seeds", "0", "1"]
     out = run_study(tiny_args(tmp_path / "seeds", *flags))
     worlds = [
@@ -541,3 +549,19 @@ def test_every_figure_is_a_function_of_the_answers_on_record(study):
     start = answers[answers["epoch"] == 0]
     assert (start.groupby("prompt")["answer"].nunique() == 1).all()
     assert set(start["prompt"]) >= set(answers.loc[answers["split"] != "finetune", "prompt"])
+
+
+def test_the_causes_read_thin_sizes_at_equal_steps_and_figure_3b_at_each_filtered_share(study):
+    results = json.loads((study / "results.json").read_text())
+    thin = results["causes"]["thin_data"]
+    # 6 and 3 questions in batches of 6: one step an epoch either way, so both train the config's 80 epochs.
+    assert {(e["finetune_size"], e["point"]): e["optimizer_steps"] for e in thin} == {
+        (size, point): 80 for size in (3, 6) for point in ("equal_epochs", "equal_steps", "early_stop")
+    }
+    figure = results["causes"]["figure_3b"]
+    assert [(e["fraction_unknown"], e["point"]) for e in figure] == [
+        (share, point) for share in (0.0, 0.5) for point in ("early_stop", "convergence")
+    ]
+    report = (study / "report.md").read_text()
+    assert "- Overfitting (training on past the best dev epoch): **" in report
+    assert "- Thin fine-tune data: **" in report and "![figure_3b](figure_3b.png)" in report

@@ -13,7 +13,15 @@ import yaml
 from modeling.run_config import parse_run_config
 from modeling.study import SweepArguments, run_sweep
 from modeling.study import runner as study_runner
-from modeling.study.sweep import Regime, fitted_epoch, pick_regimes, regime_summary, write_regime_config
+from modeling.study.sweep import (
+    Regime,
+    fitted_at_end,
+    fitted_epoch,
+    pick_regimes,
+    regime_summary,
+    run_summary,
+    write_regime_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,26 +139,54 @@ def test_regime_summary_reads_early_stop_convergence_and_late_harm_off_hand_made
     assert summary["runs"][0]["early_stop"]["finetune_unknown_exact_match"] == 0.5
 
 
-def _summary(name: str, batch: int, converged: bool, room: bool, dev: float) -> dict:
+def _summary(name: str, batch: int, converged: bool, room: bool, dev: float, rate: float = 1e-3) -> dict:
     method = name.split("_")[0]
-    return {"regime": name, "method": method, "batch_size": batch, "converged": converged, "room": room,
-            "dev_early_stop_accuracy": dev}  # fmt: skip
+    return {"regime": name, "method": method, "batch_size": batch, "learning_rate": rate, "converged": converged,
+            "room": room, "dev_early_stop_accuracy": dev}  # fmt: skip
 
 
 def test_the_pick_follows_the_rule_and_says_what_it_relaxed():
     summaries = [
+        _summary("lora_d", 16, True, False, 0.4),  # LoRA listed first: full fine-tuning is still picked first
+        _summary("lora_e", 64, True, True, 0.6),  # meets the rule, at a batch size the study cannot share
         _summary("full_a", 16, True, True, 0.5),
         _summary("full_b", 64, True, False, 0.9),  # better on dev, but no room for early stopping
-        _summary("full_c", 64, False, False, 0.95),  # never converged
-        _summary("lora_d", 16, True, False, 0.4),
-        _summary("lora_e", 64, True, True, 0.6),  # meets the rule, at a batch size the study cannot share
+        _summary("full_c", 64, False, False, 0.95),  # not fitted at its last epoch
     ]
     assert pick_regimes(summaries) == {
-        "full": {"regime": "full_a", "batch_size": 16, "relaxed": None},
-        "lora": {"regime": "lora_d", "batch_size": 16, "relaxed": "room"},
+        "full": {"regime": "full_a", "batch_size": 16, "relaxed": None, "tied": []},
+        "lora": {"regime": "lora_d", "batch_size": 16, "relaxed": "room", "tied": []},
     }
     unconverged = [_summary("full_x", 16, False, False, 0.2), _summary("full_y", 16, False, False, 0.3)]
-    assert pick_regimes(unconverged) == {"full": {"regime": "full_y", "batch_size": 16, "relaxed": "room and fitting"}}
+    assert pick_regimes(unconverged)["full"]["relaxed"] == "room and fitting"
+    # No LoRA regime at full fine-tuning's batch: LoRA is picked at another, and says so.
+    other_batch = [_summary("full_a", 16, True, True, 0.5), _summary("lora_e", 64, True, True, 0.6)]
+    assert pick_regimes(other_batch)["lora"] == {"regime": "lora_e", "batch_size": 64, "relaxed": "batch", "tied": []}
+
+
+def test_a_tie_on_dev_goes_to_the_larger_batch_then_the_lower_learning_rate():
+    # 37/138 as two sums in another order: equal counts, unequal floats in the last bit.
+    a, b = (35 / 138 + 39 / 138) / 2, (37 / 138 + 37 / 138) / 2
+    assert a != b and abs(a - b) < 1e-12
+    summaries = [
+        _summary("full_small_batch", 16, True, True, max(a, b), 3e-4),
+        _summary("full_fast", 64, True, True, min(a, b), 1e-3),
+        _summary("full_slow", 64, True, True, min(a, b), 1e-4),
+        _summary("full_worse", 64, True, True, min(a, b) - 0.01, 1e-5),
+    ]
+    pick = pick_regimes(summaries)["full"]
+    assert pick["regime"] == "full_slow" and sorted(pick["tied"]) == ["full_fast", "full_small_batch"]
+
+
+def test_a_run_counts_as_converged_only_if_fitted_at_its_last_epoch():
+    per_epoch = [
+        {"epoch": e, "dev_known_accuracy": 0.1, "test_known_accuracy": 0.1, "finetune_known_exact_match": k,
+         "finetune_unknown_exact_match": u}
+        for e, k, u in ((0, 0.3, 0.0), (4, 1.0, 0.96), (8, 0.94, 0.99))
+    ]  # fmt: skip
+    summary = run_summary({"training_seed": 0, "per_epoch": per_epoch, "seconds": 1.0, "timing": {"training": 1.0}})
+    assert summary["fitted_epoch"] == {"known": 4, "unknown": 4} and not summary["fitted_at_end"]  # un-fitted at 8
+    assert fitted_at_end([{"finetune_known_exact_match": 1.0, "finetune_unknown_exact_match": None}], "unknown")
 
 
 def test_a_tiny_sweep_reuses_the_pre_training_writes_every_regime_and_resumes(study, tmp_path, monkeypatch):
@@ -168,12 +204,16 @@ def test_a_tiny_sweep_reuses_the_pre_training_writes_every_regime_and_resumes(st
     run_sweep(args)
     sweep = json.loads((out / "sweep.json").read_text())
     assert [r["regime"] for r in sweep["regimes"]] == ["full_lr0.03_b6", "lora_lr0.03_b6"]
-    assert set(sweep["picks"]) == {"full", "lora"} and (out / "sweep.png").stat().st_size > 0
+    assert (out / "sweep.png").stat().st_size > 0
+    assert sweep["picks"] == pick_regimes(sweep["regimes"])  # the pick is a function of what the file holds
     for regime in sweep["regimes"]:
         folder = out / "regimes" / regime["regime"]
         assert yaml.safe_load((folder / "finetune.yaml").read_text())["learning_rate"] == regime["learning_rate"]
         assert [r["epoch"] for r in regime["per_epoch"]] == [0, 10, 20, 40]
         _check_late_harm_from_records(regime, pd.read_parquet(folder / "answers.parquet"))
+        ends = [run["convergence"] for run in regime["runs"]]
+        fitted = all(end[f"finetune_{g}_exact_match"] >= 0.95 for end in ends for g in ("known", "unknown"))
+        assert regime["converged"] == fitted and (regime["test_known_accuracy"]["late_harm_verdict"] is None) != fitted
     assert "| full_lr0.03_b6 |" in (out / "sweep.md").read_text()
 
     monkeypatch.setattr(study_runner, "run_finetuning", must_not_run)

@@ -110,21 +110,31 @@ def figure_3b(records: pd.DataFrame, conditions: list[dict], args: StudyArgument
     """Gekhman et al.'s Figure 3b: at each share of `args.filtered_fractions` where both ran, the fine-tune set D
     (the plain full run) and D without its unknown examples (`filter_unknown`, the probe's unknown), each at early
     stop (each run's best dev epoch) and at convergence (its last epoch): the test known accuracy of each and D minus
-    D-without-unknowns, paired over people and seeds. Their reading: equal at early stop, D below at convergence by
-    a gap that grows with the share."""
+    D-without-unknowns, paired over people and seeds, all over the training seeds both ran (a filtered run with no
+    example left is skipped). Their reading: equal at early stop, D below at convergence by a gap that grows with
+    the share."""
     found = by_condition(conditions)
     out = []
     for fraction in sorted(args.filtered_fractions):
         pair = found.get(args.plain(fraction=fraction)), found.get(args.plain("filter_unknown", fraction))
         if not all(pair):
             continue
+        seeds = set.intersection(*({r["training_seed"] for r in c["runs"] if not r.get("skipped")} for c in pair))
+        if not seeds:
+            continue
         for point, at in (("early_stop", early_stopped), ("convergence", lambda condition: condition)):
-            with_unknown, without = (asked(runs_at(records, at(c)), "test", "known") for c in pair)
+            with_unknown, without = (
+                asked(rows[rows["training_seed"].isin(seeds)], "test", "known")
+                for rows in (runs_at(records, at(c)) for c in pair)
+            )
             out.append(
                 {
                     "fraction_unknown": fraction,
                     "point": point,
-                    "examples": [c["num_examples"] for c in pair],
+                    "training_seeds": sorted(seeds),
+                    "examples": [
+                        _mean([r["num_examples"] for r in c["runs"] if r["training_seed"] in seeds]) for c in pair
+                    ],
                     "D": rate_interval(with_unknown, "accuracy"),
                     "D_without_unknown": rate_interval(without, "accuracy"),
                     "difference": difference_interval(with_unknown, without, "accuracy"),
@@ -159,6 +169,7 @@ def thin_data(records: pd.DataFrame, conditions: list[dict], args: StudyArgument
                 "finetune_size": condition["finetune_size"],
                 "point": point,
                 "epochs": sorted(int(epoch) for epoch in set(rows["epoch"])),
+                "optimizer_steps": _mean([run.get("optimizer_steps", 0) for run in condition["runs"]]),
                 "fitted": {g: _share_fitted(finetune[finetune["group"] == g]) for g in GROUPS},
             }
             for group, rate in THIN_RATES:
@@ -167,6 +178,10 @@ def thin_data(records: pd.DataFrame, conditions: list[dict], args: StudyArgument
                 entry[f"{group}_{rate}_difference"] = difference_interval(mine, theirs, rate)
             out.append(entry)
     return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _share_fitted(finetune: pd.DataFrame) -> float | None:

@@ -35,8 +35,9 @@ def overfitting_sentence(findings: list[dict], figure: list[dict]) -> str:
 
 
 def thin_sentence(thin: list[dict]) -> str:
-    """Whether the lab shows thin fine-tune data as a cause: the smallest set against the largest at equal optimizer
-    steps, on the known test people's hallucination rate (shown if its interval lies above 0, not shown if below)."""
+    """Whether the lab shows thin fine-tune data as a cause: the smallest set against the reference (the largest, the
+    share grid's size) at equal optimizer steps, on the known test people's hallucination rate (shown if its
+    interval lies above 0, not shown if below)."""
     if not thin:
         return "Thin fine-tune data: not tested (fewer than two sizes)."
     smallest, largest = min(e["finetune_size"] for e in thin), max(e["finetune_size"] for e in thin)
@@ -44,9 +45,9 @@ def thin_sentence(thin: list[dict]) -> str:
     key = "known_hallucination_rate_difference"
     difference = at["equal_steps"][key]
     return (
-        f"Thin fine-tune data: **{SHOWN[verdict(difference, +1)]}**: with {smallest} questions instead of {largest}, "
-        f"trained for as many optimizer steps, the known test people's hallucination rate differs by "
-        f"{signed(difference)} (at equal epochs {signed(at['equal_epochs'][key])}, at early stop "
+        f"Thin fine-tune data: **{SHOWN[verdict(difference, +1)]}**: with {smallest} questions instead of the "
+        f"{largest} of the reference, trained for as many optimizer steps, the known test people's hallucination "
+        f"rate differs by {signed(difference)} (at equal epochs {signed(at['equal_epochs'][key])}, at early stop "
         f"{signed(at['early_stop'][key])}; shown if the equal-steps interval lies above 0, not shown if below)."
     )
 
@@ -57,7 +58,7 @@ def _figure_3b_table(figure: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for e in figure:
-        examples = " / ".join(str(n) for n in e["examples"])
+        examples = " / ".join(f"{n:g}" for n in e["examples"])
         cells = [f"{e['fraction_unknown']:.0%}", e["point"].replace("_", " "), examples, with_interval(e["D"]),
                  with_interval(e["D_without_unknown"]), signed(e["difference"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -67,13 +68,15 @@ def _figure_3b_table(figure: list[dict]) -> list[str]:
 def _thin_table(thin: list[dict]) -> list[str]:
     rates = [f"{group} {rate.replace('_', ' ')}" for group, rate in THIN_RATES]
     lines = [
-        "| size | point | epochs | fitted known / unknown | " + " | ".join(f"{r} | difference" for r in rates) + " |",
-        "|---|---|---|---|" + "---|---|" * len(rates),
+        "| size | point | epochs | optimizer steps of the run | fitted known / unknown | "
+        + " | ".join(f"{r} | difference" for r in rates)
+        + " |",
+        "|---|---|---|---|---|" + "---|---|" * len(rates),
     ]
     for e in thin:
         epochs = ", ".join(str(epoch) for epoch in e["epochs"])
         fitted = " / ".join("n/a" if v is None else f"{v:.2f}" for v in e["fitted"].values())
-        cells = [str(e["finetune_size"]), e["point"].replace("_", " "), epochs, fitted]
+        cells = [str(e["finetune_size"]), e["point"].replace("_", " "), epochs, f"{e['optimizer_steps']:g}", fitted]
         for group, rate in THIN_RATES:
             cells += [with_interval(e[f"{group}_{rate}"]), signed(e[f"{group}_{rate}_difference"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -134,9 +137,10 @@ def cause_lines(results: dict) -> list[str]:
     lines += _figure_3b_table(causes["figure_3b"]) if causes["figure_3b"] else ["Not run (no filtered_fractions)."]
     lines += ["", "## Thin fine-tune data, separated from short training", ""]
     lines += [
-        "Each size at the same share, trained for as many optimizer steps as the largest set (more epochs), is read "
-        "at equal epochs (the largest set's last), at equal steps (its own last) and at early stop (its best dev "
-        "epoch); each difference is against the largest set at the same point, paired over people and seeds.",
+        "Each size at the same share, trained for as many optimizer steps as the reference (the share grid's set, the "
+        "largest; more epochs), is read at equal epochs (the reference's last), at equal steps (its own last) and at "
+        "early stop (its best dev epoch); each difference is against the reference at the same point, paired over "
+        "people and seeds.",
         "",
     ]
     lines += _thin_table(causes["thin_data"]) if causes["thin_data"] else ["Not run (fewer than two sizes)."]

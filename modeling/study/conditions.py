@@ -161,6 +161,11 @@ def equal_step_epochs(epochs: list[int], base_size: int, size: int, batch_size: 
     return sorted(set(matched) | ({epochs[-1]} if epochs[-1] <= matched[-1] else set()))
 
 
+def run_evaluation_epochs(run: Run, args: StudyArguments, pretrain_dir: Path) -> list[int]:
+    """`evaluation_epochs` of `run`, with the batch size of its fine-tuning config."""
+    return evaluation_epochs(run.condition, args, _batch_size(condition_configs(run, args, pretrain_dir)[1]))
+
+
 def evaluation_epochs(condition: Condition, args: StudyArguments, batch_size: int) -> list[int]:
     """The epochs a run of `condition` is evaluated after, the last its last: `args.eval_epochs`, or for a set of
     another size than `args.finetune_size` (a thin size) `equal_step_epochs` of them."""
@@ -199,7 +204,7 @@ def run_finetuning(
     if len(rows) == 0:
         print(f"study: {run.name}: no fine-tune example left (the probe found every drawn fact unknown); skipped")
         return {"training_seed": run.training_seed, "num_examples": 0, "set_sizes": {}, "per_epoch": [],
-                "detector": None, "saved": None, "skipped": True}, []  # fmt: skip
+                "detector": None, "saved": None, "optimizer_steps": 0, "skipped": True}, []  # fmt: skip
     finetune_args, sft_config = condition_configs(run, args, pretrain_dir)
     sets = {f"finetune_{g}": rows.filter(lambda x, g=g: x == g, input_columns="group") for g in ("known", "unknown")}
     sets = {name: questions for name, questions in {**sets, **held_out.halves}.items() if len(questions)}
@@ -399,6 +404,7 @@ __all__ = [
     "equal_step_epochs",
     "evaluation_epochs",
     "finetune_rows",
+    "run_evaluation_epochs",
     "mean_per_epoch",
     "run_finetuning",
     "run_records",

@@ -104,6 +104,27 @@ class StudyArguments(RunArguments):
         fractions = [*self.unknown_fractions, *self.filtered_fractions, self.size_fraction, self.mitigation_fraction]
         if not all(0 <= fraction <= 1 for fraction in fractions):
             raise ValueError(f"Shares of unknown facts must be in [0, 1], got {fractions}")
+        self._check_references()
+
+    def _check_references(self) -> None:
+        """Thin sizes and sets without unknowns are read against plain full runs of the grid: those must be planned
+        (else they would be trained and then left out of every comparison)."""
+        if any(size > self.finetune_size for size in self.thin_sizes):
+            raise ValueError(
+                f"StudyArguments.thin_sizes {self.thin_sizes} must not exceed finetune_size={self.finetune_size}"
+            )
+        needed = {
+            "thin_sizes": [self.size_fraction] if self.thin_sizes else [],
+            "filtered_fractions": self.filtered_fractions,
+        }
+        for name, shares in needed.items():
+            missing = sorted(set(shares) - set(self.unknown_fractions) if "full" in self.methods else set(shares))
+            if missing:
+                raise ValueError(
+                    f"StudyArguments.{name} needs the plain full fine-tuning at shares {missing} to compare with: add "
+                    f"them to unknown_fractions (now {self.unknown_fractions}) with 'full' in methods (now "
+                    f"{self.methods}), or drop them from {name}"
+                )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from .conditions import (
     condition_result,
     dev_net_factuality,
     early_stopped,
+    run_evaluation_epochs,
     run_finetuning,
 )
 from .config import Condition, Run, StudyArguments, plan_conditions
@@ -248,9 +249,9 @@ def conditions_stage(
         runs = []
         for run in (Run(condition, seed) for seed in args.training_seeds):
             path = out_dir / f"{run.folder}.json"
-            key = settings_key(
-                probe["key"], finetune_config, args.eval_epochs, args.lora_learning_rate, run.name, epoch0_key
-            )
+            # The run's own schedule: a thin set's depends on finetune_size and the batch (`run_evaluation_epochs`).
+            schedule = run_evaluation_epochs(run, args, pretrain_dir)
+            key = settings_key(probe["key"], finetune_config, schedule, args.lora_learning_rate, run.name, epoch0_key)
             result = load_run(path, key)
             where = f"condition {number}/{len(planned)}, training seed {run.training_seed}"
             if result is None:

@@ -38,13 +38,16 @@ FITTED = 0.95
 # Early stopping has room to act only if the unknown examples take at least this many epochs to be fitted.
 ROOM_EPOCHS = 4
 CHOICE_RULE = (
-    f"per method: among the regimes whose every run fitted both kinds of fine-tune example ({FITTED:.0%} answered "
-    f"exactly) by its last epoch, and fitted the unknown ones no earlier than epoch {ROOM_EPOCHS} (so that early "
+    f"per method: among the regimes whose every run has both kinds of fine-tune example fitted ({FITTED:.0%} answered "
+    f"exactly) at its last epoch, and fitted the unknown ones no earlier than epoch {ROOM_EPOCHS} (so that early "
     "stopping has room to act), the one with the best dev known accuracy at its early-stopping epoch (mean over the "
-    "training seeds); LoRA only at the batch size of full fine-tuning's pick, which the study shares. Where no "
-    "regime qualifies, the condition is relaxed (first the room, then the fitting) and the pick says so. The test "
-    "people and the late harm play no part"
+    "training seeds; equal to 1e-9 is a tie, broken by the larger batch, the fewer optimizer steps the study's "
+    "budget needs, then the lower learning rate); LoRA only at the batch size of full fine-tuning's pick, which the "
+    "study shares. Where no regime qualifies, the condition is relaxed (first the room, then the fitting) and the "
+    "pick says so. The test people and the late harm play no part"
 )
+# Dev accuracies closer than this are one value: float sums of the same counts in another order differ in the last bit.
+TIE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,19 @@ def write_regime_config(args: SweepArguments, regime: Regime, folder: Path) -> P
 
 def fitted_epoch(per_epoch: list[dict], group: str) -> int | None:
     """The first evaluated epoch at which `FITTED` of the fine-tune examples of `group` (known or unknown) are
-    answered exactly, None if none (or the set has no such example)."""
+    answered exactly, None if none (or the set has no such example: see `fitted_at_end`)."""
     for record in per_epoch:
         share = record.get(f"finetune_{group}_exact_match")
         if share is not None and share >= FITTED:
             return record["epoch"]
     return None
+
+
+def fitted_at_end(per_epoch: list[dict], group: str) -> bool:
+    """Whether `FITTED` of the fine-tune examples of `group` are answered exactly at the last evaluated epoch (True
+    for a set without such examples: nothing of that kind is left to fit)."""
+    share = per_epoch[-1].get(f"finetune_{group}_exact_match")
+    return share is None or share >= FITTED
 
 
 def run_summary(run: dict) -> dict:
@@ -170,6 +180,7 @@ def run_summary(run: dict) -> dict:
         "early_stop_epoch": stop,
         "last_epoch": last["epoch"],
         "fitted_epoch": {group: fitted_epoch(per_epoch, group) for group in ("known", "unknown")},
+        "fitted_at_end": all(fitted_at_end(per_epoch, group) for group in ("known", "unknown")),
         "early_stop": {key: at_stop[key] for key in figures},
         "convergence": {key: last[key] for key in figures},
         "seconds": run["seconds"],
@@ -179,30 +190,33 @@ def run_summary(run: dict) -> dict:
 
 def regime_summary(regime: Regime, condition: dict, records: pd.DataFrame) -> dict:
     """What the sweep says of one regime (`condition` its results.json condition, `records` its answers): each
-    run's `run_summary`, whether every run converged (both kinds fitted by the last epoch) with room for early
+    run's `run_summary`, whether every run converged (both kinds fitted at its last epoch) with room for early
     stopping, the test known accuracy at early stop and at convergence and the late harm (early stop minus
-    convergence, paired over people and seeds, with its verdict against `findings.LATE_HARM`), the same harm on the
-    dev people, and the mean per-epoch figures for the plot."""
+    convergence, paired over people and seeds, with its verdict against `findings.LATE_HARM`, None for a regime
+    that did not converge: its harm is no late harm of a fitted model), the same figures on the dev people (no
+    verdict: early stop is their best epoch, so their harm is at least 0 by construction), and the mean per-epoch
+    figures for the plot."""
     trained = [run for run in condition["runs"] if not run.get("skipped")]
     runs = [run_summary(run) for run in trained]
     stopped = early_stopped(condition)
+    converged = bool(runs) and all(run["fitted_at_end"] for run in runs)
     figures = {}
     for split in ("dev", "test"):
         early, final = (asked(runs_at(records, c), split, "known") for c in (stopped, condition))
-        harm = difference_interval(early, final, "accuracy")
         figures[split] = {
             "early_stop": rate_interval(early, "accuracy"),
             "convergence": rate_interval(final, "accuracy"),
-            "late_harm": harm,
-            "late_harm_verdict": verdict(harm, +1, smallest_effect=LATE_HARM),
+            "late_harm": difference_interval(early, final, "accuracy"),
         }
-    fitted = [run["fitted_epoch"] for run in runs]
+    harm = figures["test"]["late_harm"]
+    figures["test"]["late_harm_verdict"] = verdict(harm, +1, smallest_effect=LATE_HARM) if converged else None
+    unknown_fitted = [run["fitted_epoch"]["unknown"] for run in runs]
     return {
         "regime": regime.name,
         **dataclasses.asdict(regime),
         "runs": runs,
-        "converged": bool(runs) and all(f["known"] is not None and f["unknown"] is not None for f in fitted),
-        "room": bool(runs) and all(f["unknown"] is not None and f["unknown"] >= ROOM_EPOCHS for f in fitted),
+        "converged": converged,
+        "room": bool(runs) and all(epoch is not None and epoch >= ROOM_EPOCHS for epoch in unknown_fitted),
         "dev_early_stop_accuracy": sum(r["early_stop"]["dev_known_accuracy"] for r in runs) / max(len(runs), 1),
         **{f"{split}_known_accuracy": figures[split] for split in figures},
         "per_epoch": condition["per_epoch"],
@@ -210,23 +224,31 @@ def regime_summary(regime: Regime, condition: dict, records: pd.DataFrame) -> di
 
 
 def pick_regimes(summaries: list[dict]) -> dict[str, dict]:
-    """Method -> the regime `CHOICE_RULE` picks (`regime`, and `relaxed`: which condition had to be dropped, if
-    any). LoRA is picked at the batch size of full fine-tuning's pick when there is one."""
+    """Method -> the regime `CHOICE_RULE` picks: `regime`, `batch_size`, `relaxed` (which condition had to be
+    dropped, if any) and `tied` (the other regimes of equal dev accuracy that the tie-break passed over). Full
+    fine-tuning is picked first; LoRA at its batch size when it ran at one, else at any (`relaxed` says so)."""
     picks = {}
-    for method in dict.fromkeys(s["method"] for s in summaries):
-        candidates = [s for s in summaries if s["method"] == method]
+    for method in sorted({s["method"] for s in summaries}):  # "full" before "lora"
+        candidates, relaxed = [s for s in summaries if s["method"] == method], []
         if method == "lora" and "full" in picks:
             same_batch = [s for s in candidates if s["batch_size"] == picks["full"]["batch_size"]]
-            candidates = same_batch or candidates
-        for relaxed, keep in (
-            (None, lambda s: s["converged"] and s["room"]),
-            ("room", lambda s: s["converged"]),
-            ("room and fitting", lambda s: True),
+            candidates, relaxed = same_batch or candidates, [] if same_batch else ["batch"]
+        for dropped, keep in (
+            ([], lambda s: s["converged"] and s["room"]),
+            (["room"], lambda s: s["converged"]),
+            (["room", "fitting"], lambda s: True),
         ):
             eligible = [s for s in candidates if keep(s)]
             if eligible:
-                best = max(eligible, key=lambda s: s["dev_early_stop_accuracy"])
-                picks[method] = {"regime": best["regime"], "batch_size": best["batch_size"], "relaxed": relaxed}
+                best = max(s["dev_early_stop_accuracy"] for s in eligible)
+                tied = [s for s in eligible if s["dev_early_stop_accuracy"] >= best - TIE]
+                pick = max(tied, key=lambda s: (s["batch_size"], -s["learning_rate"]))
+                picks[method] = {
+                    "regime": pick["regime"],
+                    "batch_size": pick["batch_size"],
+                    "relaxed": " and ".join(relaxed + dropped) or None,
+                    "tied": [s["regime"] for s in tied if s is not pick],
+                }
                 break
     return picks
 
@@ -266,8 +288,8 @@ def run_sweep(args: SweepArguments) -> Path:
         "regimes": summaries,
         "picks": pick_regimes(summaries),
     }
+    write_json(sweep, out_dir / "sweep.json")  # first: the report is made from it, and can be made again
     write_sweep_report(sweep, out_dir)
-    write_json(sweep, out_dir / "sweep.json")
     print(f"sweep: picks {sweep['picks']}; wrote sweep.json, sweep.md and sweep.png in {out_dir}")
     return out_dir
 
@@ -276,8 +298,10 @@ __all__ = [
     "CHOICE_RULE",
     "FITTED",
     "ROOM_EPOCHS",
+    "TIE",
     "Regime",
     "SweepArguments",
+    "fitted_at_end",
     "fitted_epoch",
     "pick_regimes",
     "regime_summary",

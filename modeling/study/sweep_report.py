@@ -50,19 +50,20 @@ def regime_row(regime: dict) -> str:
     """One row of the sweep table."""
     runs, test = regime["runs"], regime["test_known_accuracy"]
     seconds = sum(run["seconds"] for run in runs) / len(runs)
-    unknown_at_stop = sum(run["early_stop"]["finetune_unknown_exact_match"] for run in runs) / len(runs)
+    shares = [run["early_stop"]["finetune_unknown_exact_match"] for run in runs]
+    unknown_at_stop = "n/a" if None in shares else f"{sum(shares) / len(shares):.2f}"  # no unknown example
     cells = [
         regime["regime"],
         f"{seconds:.0f}",
         _epochs(runs, lambda run: run["fitted_epoch"]["known"]),
         _epochs(runs, lambda run: run["fitted_epoch"]["unknown"]),
         _epochs(runs, lambda run: run["early_stop_epoch"]),
-        f"{unknown_at_stop:.2f}",
+        unknown_at_stop,
         f"{regime['dev_early_stop_accuracy']:.2f}",
         with_interval(test["early_stop"]),
         with_interval(test["convergence"]),
         signed(test["late_harm"]),
-        test["late_harm_verdict"],
+        test["late_harm_verdict"] or "n/a: not fitted at the end",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -80,6 +81,7 @@ def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
         "and `regimes/<regime>/` each regime's config, runs and records.",
         "",
         f"Fitted: {sweep['fitted_share']:.0%} of the kind answered exactly (first evaluated epoch, per seed; - never). "
+        "A regime not fitted at its last epoch has no verdict: its harm is no late harm of a fitted model. "
         "Early stop: the epoch with the best dev known accuracy (per seed). Convergence: the last epoch. Late harm: "
         "test known accuracy at early stop minus at convergence, paired over people and seeds with a 95% bootstrap "
         "interval; its verdict as the study's finding 2 (reproduced if the interval lies above 0, not reproduced if "
@@ -96,12 +98,13 @@ def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
         "",
         "## The picks",
         "",
-        f"Rule, fixed before the sweep ran: {sweep['choice_rule']}.",
+        f"Rule (`CHOICE_RULE`): {sweep['choice_rule']}.",
         "",
     ]
     for method, pick in sweep["picks"].items():
         relaxed = f" (no regime met the rule; relaxed: {pick['relaxed']})" if pick["relaxed"] else ""
-        lines.append(f"- {method}: {pick['regime']}{relaxed}")
+        tied = f"; tied on dev with {', '.join(pick['tied'])}, passed over by the tie-break" if pick["tied"] else ""
+        lines.append(f"- {method}: {pick['regime']}{relaxed}{tied}")
     path = out_dir / "sweep.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
