@@ -54,11 +54,11 @@ def thin_sentence(thin: list[dict]) -> str:
 
 def _figure_3b_table(figure: list[dict]) -> list[str]:
     lines = [
-        "| unknown share | point | examples (D / without) | D | D without unknowns | D minus without |",
+        "| unknown share | point | examples, mean of seeds (D / without) | D | D without unknowns | D minus without |",
         "|---|---|---|---|---|---|",
     ]
     for e in figure:
-        examples = " / ".join(f"{n:g}" for n in e["examples"])
+        examples = " / ".join(f"{n:.1f}".removesuffix(".0") for n in e["examples"])  # means over seeds
         cells = [f"{e['fraction_unknown']:.0%}", e["point"].replace("_", " "), examples, with_interval(e["D"]),
                  with_interval(e["D_without_unknown"]), signed(e["difference"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
