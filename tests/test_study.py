@@ -565,3 +565,10 @@ def test_the_causes_read_thin_sizes_at_equal_steps_and_figure_3b_at_each_filtere
     report = (study / "report.md").read_text()
     assert "- Overfitting (training on past the best dev epoch): **" in report
     assert "- Thin fine-tune data: **" in report and "![figure_3b](figure_3b.png)" in report
+
+
+def test_each_mitigation_is_compared_with_the_plain_run_at_its_own_share_only(study):
+    results = json.loads((study / "results.json").read_text())
+    compared = {c["a"] for c in results["comparisons"] if c["question"] == "mitigation against the plain run"}
+    # The set without unknowns at 0% (Figure 3b) is no mitigation of the 50% run.
+    assert compared == {f"full_u0.5_n6_{m}" for m in ("early_stopping", "filter_unknown", "abstention")}

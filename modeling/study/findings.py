@@ -110,8 +110,8 @@ def comparisons(records: pd.DataFrame, conditions: list[dict], args: StudyArgume
     pairs += [
         ("mitigation against the plain run", c, plain, "last")
         for c in conditions
-        if plain and c["mitigation"] != "none"
-    ]
+        if plain and c["mitigation"] != "none" and Condition.of(c) == args.plain(c["mitigation"])
+    ]  # a set without unknowns at another share (Figure 3b) is no mitigation of this run
     out = []
     for question, a, b, b_epoch in pairs:
         a_rows, b_rows = runs_at(records, a), runs_at(records, b, b_epoch)
