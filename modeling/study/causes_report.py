@@ -212,12 +212,15 @@ def plot_dose_response(dose: dict[str, dict[str, dict]], path: Path) -> None:
 
 def write_cause_plots(causes: dict, out_dir: Path) -> list[str]:
     """The causes' plots that have data, into `out_dir`; returns their names (without .png)."""
-    plots = (("figure_3b", plot_figure_3b), ("sizes", plot_thin), ("dose_response", plot_dose_response))
-    keys = {"figure_3b": "figure_3b", "sizes": "thin_data", "dose_response": "dose_response"}
+    plots = (  # (file name, key of `causes`, plot)
+        ("figure_3b", "figure_3b", plot_figure_3b),
+        ("sizes", "thin_data", plot_thin),
+        ("dose_response", "dose_response", plot_dose_response),
+    )
     written = []
-    for name, plot in plots:
-        if causes[keys[name]]:
-            plot(causes[keys[name]], out_dir / f"{name}.png")
+    for name, key, plot in plots:
+        if causes[key]:
+            plot(causes[key], out_dir / f"{name}.png")
             written.append(name)
     return written
 
