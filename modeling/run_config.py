@@ -4,8 +4,11 @@ Every run writes the configuration it resolved to `run_config.yaml` in its outpu
 traced back to the exact settings that produced it.
 """
 
+import argparse
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from transformers import HfArgumentParser
 
 from .training.precision import native_bf16
 
+# The checkout this package runs from (an editable install): where `configs/` lies.
+CHECKOUT = Path(__file__).resolve().parents[1]
 # Settings that may be given as "auto" (in a file, an override or a flag): the value this machine should use.
 AUTO_SETTINGS = {"bf16": native_bf16}
 
@@ -34,22 +39,56 @@ class RunArguments:
         default=False, metadata={"help": "replace a finished run in output_dir instead of stopping"}
     )
 
+    def __post_init__(self):
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads is {self.num_threads}; allowed: a positive number of threads, or unset")
+
+
+class OneLineUsageErrors:
+    """An `argparse.ArgumentParser` mixin: a usage error (an unknown flag, a value of the wrong type) is one line,
+    `prog: error: ...`, not the usage of every field; exit status 2 as argparse's."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every setting)\n")
+
+
+class _Parser(OneLineUsageErrors, HfArgumentParser):
+    pass
+
 
 def parse_run_config(
     dataclass_types: tuple[type, ...],
     argv: list[str],
     defaults: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
 ) -> tuple[Any, ...]:
     """Build the dataclasses from `defaults`, then an optional YAML file given as the first argument, then
     `overrides` (typed values, as code sets them), then `--field value` flags; each dataclass then checks the whole
     (e.g. `TrainingArguments.__post_init__`). Unknown keys, in the file, the overrides or as flags, are an error.
-    A setting of `AUTO_SETTINGS` given as "auto" takes this machine's value (`bf16`: where it runs natively)."""
+    A setting of `AUTO_SETTINGS` given as "auto" takes this machine's value (`bf16`: where it runs natively).
+    `description` opens `--help` (a command's docstring: the commands that run it); `prog` names the command in
+    `--help` and in a usage error (default: the script's file name).
+
+    Raises:
+        ValueError: naming the setting, its value and what is allowed, for an unknown key, a value of the wrong type
+            (`check_types`) or one a dataclass refuses.
+        SystemExit: status 2, for a flag argparse cannot parse (one line on stderr).
+    """
     # No abbreviations: "--unknown_fraction" must not quietly set "--unknown_fractions".
-    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
+    parser = _Parser(
+        dataclass_types,
+        prog=prog,
+        allow_abbrev=False,
+        description=description,
+        # One line, so that --help opens with the description's commands rather than with every field.
+        usage="%(prog)s [CONFIG.yaml] [--setting value ...]" if description else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     settings = dict(defaults or {})
     if argv and argv[0].endswith((".yaml", ".yml")):
-        config_file, argv = argv[0], argv[1:]
+        config_file, argv = find_config(argv[0]), argv[1:]
         with open(config_file, encoding="utf-8") as f:
             from_file = yaml.safe_load(f) or {}
         if not isinstance(from_file, dict):
@@ -63,8 +102,54 @@ def parse_run_config(
             f"Unknown configuration keys {unknown}; the known keys are the fields of "
             f"{', '.join(cls.__name__ for cls in dataclass_types)}"
         )
+    own_types = [cls for cls in dataclass_types if issubclass(cls, RunArguments)]
+    for cls in own_types:  # before the dataclasses' own checks, which assume the types
+        check_types(cls, {k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(cls)}})
     parser.set_defaults(**_resolve_auto(settings))
     return parser.parse_args_into_dataclasses(args=_resolve_auto_flags(argv))
+
+
+def find_config(path: str) -> str:
+    """`path` when it exists from the working folder; else, for a relative path, the same path in the checkout the
+    package runs from, if there (so that `lstm-lab-study configs/study/tiny.yaml` and the default study's own configs
+    work from any folder); else `path`, whose error comes where it is opened."""
+    if Path(path).exists() or Path(path).is_absolute() or not (CHECKOUT / path).exists():
+        return path
+    return str(CHECKOUT / path)
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether `value` (from a YAML file or code) is of the field type `annotation`: int for a float is fine, a bool
+    is not a number, and a list's items are checked; a type this does not know passes."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation in (int, float):
+        numbers = (int, float) if annotation is float else (int,)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_types(cls: type, settings: dict[str, Any]) -> None:
+    """Refuse a setting of dataclass `cls` whose value is not of its field's type (argparse converts flags, but a
+    value from a file or code reaches the dataclass as it is: `unknown_fractions: 0.5` would be a number, not a list).
+
+    Raises:
+        ValueError: naming the setting, its value and the type allowed.
+    """
+    hints = typing.get_type_hints(cls)
+    for name, value in settings.items():
+        if not _matches(value, hints[name]):
+            allowed = str(hints[name]).replace("typing.", "")
+            raise ValueError(f"{cls.__name__}.{name} is {value!r}; allowed: a value of type {allowed}")
 
 
 def _resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
@@ -102,4 +187,12 @@ def save_run_config(out_dir: str | os.PathLike, *configs: Any) -> Path:
     return path
 
 
-__all__ = ["RunArguments", "parse_run_config", "run_config_sections", "save_run_config"]
+__all__ = [
+    "CHECKOUT",
+    "RunArguments",
+    "check_types",
+    "find_config",
+    "parse_run_config",
+    "run_config_sections",
+    "save_run_config",
+]

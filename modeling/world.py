@@ -318,7 +318,11 @@ def _to_dataset(rows: list[dict], features: Features) -> Dataset:
 
 
 def to_dataset_dict(world: World) -> DatasetDict:
-    """The world's splits: `pretrain` and one `qa_{group}_{role}` split per group and role."""
+    """The world's splits: `pretrain` and one `qa_{group}_{role}` split per group and role.
+
+    Raises:
+        ValueError: naming the splits that would be empty.
+    """
     pretrain = [
         {"text": biography, "person_id": person.person_id}
         for person in world.people_in("known")
@@ -335,6 +339,12 @@ def to_dataset_dict(world: World) -> DatasetDict:
             splits[qa_split_name(group, role)] = _to_dataset(rows, QA_FEATURES)
     if pretraining_qa:
         splits[qa_split_name("known", PRETRAINING_ROLE)] = _to_dataset(pretraining_qa, QA_FEATURES)
+    empty = [name for name, split in splits.items() if split.num_rows == 0]
+    if empty:  # a split no one can train or be scored on (and that `datasets` cannot load once saved)
+        raise ValueError(
+            f"A world of num_people={world.config.num_people} has no rows in {empty}; allowed: a world whose every "
+            "group and role has people (raise num_people, or move unknown_fraction and heldout_fraction off 0 and 1)"
+        )
     return DatasetDict(splits)
 
 
@@ -385,7 +395,11 @@ def save_world(world: World, out_dir: str | Path) -> Path:
     """Writes `knowledge_base.json` and the `dataset/` folder of splits into `out_dir`, and returns its path.
 
     The JSON has sorted keys and a fixed layout, so the same config gives a byte-identical file.
+
+    Raises:
+        ValueError: as `to_dataset_dict`, before anything is written.
     """
+    splits = to_dataset_dict(world)  # first: a world that cannot be saved whole writes nothing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     knowledge_base = {
@@ -393,7 +407,7 @@ def save_world(world: World, out_dir: str | Path) -> Path:
         "people": [vars(person) for person in world.people],  # asdict would deep-copy every biography
     }
     (out_dir / KNOWLEDGE_BASE_FILE).write_text(json.dumps(knowledge_base, indent=1, sort_keys=True) + "\n")
-    to_dataset_dict(world).save_to_disk(out_dir / DATASET_DIR)
+    splits.save_to_disk(out_dir / DATASET_DIR)
     return out_dir
 
 

@@ -1,19 +1,6 @@
-"""Run the fine-tuning regime sweep (issue 19's first step; see modeling/study/sweep.py and README).
+"""`lstm-lab-sweep` from a checkout: `python scripts/sweep.py --help` (code: modeling/cli/sweep.py)."""
 
-python scripts/sweep.py configs/study/sweep.yaml                          # the committed sweep
-python scripts/sweep.py configs/study/sweep.yaml --training_seeds 0       # flags override the file
-"""
-
-import sys
-
-from modeling.run_config import parse_run_config
-from modeling.study import SweepArguments, run_sweep
-
-
-def main() -> None:
-    (args,) = parse_run_config((SweepArguments,), sys.argv[1:])
-    run_sweep(args)
-
+from modeling.cli.sweep import main
 
 if __name__ == "__main__":
     main()

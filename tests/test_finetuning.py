@@ -12,12 +12,14 @@ import pytest
 import torch
 from helpers import REPO, accelerate_launch, checkout_env, tiny_gpt2, tiny_model
 from peft import PeftModel, get_peft_model
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel, TrainerCallback
 from trl import SFTConfig
 
 from modeling import LSTMConfig, LSTMForCausalLM, train_tokenizer
 from modeling.adapters import BASE_MODEL_FILE
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
+from modeling.cli import finetune as finetune_cli
 from modeling.run_config import parse_run_config
 from modeling.scoring import score_questions
 from modeling.training.finetuning import (
@@ -595,3 +597,25 @@ def test_a_run_that_loads_its_best_model_but_recorded_none_stops(base, tmp_path)
     trainer.state.log_history = [{"eval_loss": float("nan"), "epoch": 1.0, "step": 1}]
     with pytest.raises(RuntimeError, match="load_best_model_at_end is on, but no evaluation of loss was ever best"):
         kept_model_evaluation(trainer)
+
+
+def test_the_console_shows_one_line_per_evaluation_and_tensorboard_gets_every_figure(base, tmp_path, capsys):
+    """The command's console: a line per evaluation with the factuality figures, never the Trainer's dict of every
+    figure; the full metrics still reach the log history and a `report_to` tracker (TensorBoard's event files)."""
+    out = tmp_path / "run"
+    argv = [str(REPO / "configs" / "finetune_tiny.yaml"), "--model_dir", base.model_dir, "--world_dir", base.world_dir]
+    argv += ["--output_dir", str(out), "--finetune_size", "6", "--num_train_epochs", "2", "--logging_steps", "1"]
+    finetune_cli.main([*argv, "--eval_strategy", "epoch", "--report_to", "tensorboard"])
+    console = capsys.readouterr()
+    lines = [line for line in console.out.splitlines() if line.startswith("finetune: epoch")]
+    assert [line.split(":")[1] for line in lines] == [" epoch 1", " epoch 2"]
+    assert "qa_unknown_heldout accuracy" in lines[0] and "hallucination" in lines[0]
+    assert "{'" not in console.out + console.err and "eval_qa_known_heldout_accuracy" not in console.out + console.err
+    history = json.loads((out / "log_history.json").read_text())["log_history"]
+    evaluations = [entry for entry in history if "eval_qa_known_heldout_accuracy" in entry]
+    assert [entry["epoch"] for entry in evaluations[:2]] == [1, 2]
+    events = EventAccumulator(str(next(out.glob("runs/*"))))
+    events.Reload()
+    for figure in ("qa_known_heldout_accuracy", "qa_unknown_heldout_hallucination_rate", "finetune_exact_match"):
+        recorded = [scalar.value for scalar in events.Scalars(f"eval/{figure}")]
+        assert recorded == pytest.approx([entry[f"eval_{figure}"] for entry in evaluations[:2]], abs=1e-6), figure

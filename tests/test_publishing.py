@@ -19,7 +19,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from modeling.checkpoints import load_model_and_tokenizer
-from modeling.publishing.card import CARD_FIGURES, eval_results, find_study_model
+from modeling.publishing.card import CARD_FIGURES, WORLD_DATASET_TYPE, eval_results, find_study_model
 from modeling.publishing.model_folder import write_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,8 @@ def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, s
     card = ModelCard.load(dry_run / "README.md")  # strict: a model-index it cannot parse raises
     data = card.data.to_dict()
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
-    assert data["license"] == "apache-2.0" and data["datasets"] == ["synthetic-people-world"]
+    # No --dataset-repo-id: no `datasets:`, which would name a dataset that does not exist (tests/test_dataset_push.py).
+    assert data["license"] == "apache-2.0" and "datasets" not in data
     assert {"custom_code", "hallucination", "hallucination_lab_lstm"} <= set(data["tags"])
     assert data["base_model"] == "lab-user/lstm-lab-pretrained"
     # huggingface_hub's own checks: the metadata rebuilds a ModelCardData, and the model-index its EvalResults.
@@ -110,7 +111,7 @@ def test_the_card_parses_and_its_model_index_holds_the_studys_figures(dry_run, s
         run_of(study, best["name"], best["training_seed"])
     )
     assert {r.dataset_split for r in results} == {"test"}
-    assert all(r.task_type == "text-generation" and r.dataset_type == "synthetic-people-world" for r in results)
+    assert all(r.task_type == "text-generation" and r.dataset_type == WORLD_DATASET_TYPE for r in results)
 
 
 def run_of(study: Path, name: str, training_seed: int) -> dict:
@@ -302,7 +303,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(study, tmp_path, monk
         monkeypatch.setattr(sys, "argv", ["push_to_hub.py", *args])
         with pytest.raises(SystemExit) as stop:
             script.main()
-        assert stop.value.code != 0
+        assert stop.value.code == 2  # a mistake in the inputs, found before anything is written
         return str(stop.value.code) + capsys.readouterr().err
 
     out = tmp_path / "out"

@@ -297,17 +297,17 @@ def test_early_stopping_takes_each_seeds_earliest_best_dev_epoch_after_fine_tuni
 
 
 def test_bad_study_settings_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"methods has \['qlora'\]"):
+    with pytest.raises(ValueError, match=r"methods is \['full', 'qlora'\]; allowed: one or more of \['full', 'lora'\]"):
         tiny_args(tmp_path, "--methods", "full", "qlora")
-    with pytest.raises(ValueError, match="Shares of unknown facts must be in"):
+    with pytest.raises(ValueError, match=r"unknown_fractions is \[0.5, 1.5\]; allowed: shares of unknown facts"):
         tiny_args(tmp_path, "--unknown_fractions", "0.5", "1.5")
     with pytest.raises(ValueError, match="unknown_fraction"):  # an abbreviation of unknown_fractions: refused
         tiny_args(tmp_path, "--unknown_fraction", "0.5")
-    with pytest.raises(ValueError, match=r"seeds has repeats: \[0, 0\]"):
+    with pytest.raises(ValueError, match=r"seeds is \[0, 0\]; allowed: distinct seeds"):
         tiny_args(tmp_path, "--seeds", "0", "0")
-    with pytest.raises(ValueError, match=r"training_seeds has repeats: \[1, 1\]"):
+    with pytest.raises(ValueError, match=r"training_seeds is \[1, 1\]; allowed: distinct seeds"):
         tiny_args(tmp_path, "--training_seeds", "1", "1")
-    with pytest.raises(ValueError, match=r"eval_epochs must be increasing epochs from 1 on, got \[2, 1\]"):
+    with pytest.raises(ValueError, match=r"eval_epochs is \[2, 1\]; allowed: increasing epochs from 1 on"):
         tiny_args(tmp_path, "--eval_epochs", "2", "1")
     with pytest.raises(ValueError, match=r"thin_sizes \[3, 12\] must not exceed finetune_size=6"):
         tiny_args(tmp_path, "--thin_sizes", "3", "12")

@@ -53,8 +53,8 @@ def test_regimes_are_every_method_batch_and_rate_and_each_config_changes_only_th
         (("--methods", "qlora"), r"methods has \['qlora'\]"),
         (("--batch_sizes", "0"), "batch_sizes must be positive"),
         (("--lora_learning_rates", "-0.1"), "learning rates must be positive"),
-        (("--eval_epochs", "20", "10"), "eval_epochs must be increasing"),
-        (("--fraction_unknown", "1.5"), r"must be in \[0, 1\]"),
+        (("--eval_epochs", "20", "10"), r"eval_epochs is \[20, 10\]; allowed: increasing epochs"),
+        (("--fraction_unknown", "1.5"), r"is 1.5; allowed: a share of unknown facts in \[0, 1\]"),
     ],
 )
 def test_bad_sweep_settings_are_refused_when_parsed(tmp_path, flags, message):

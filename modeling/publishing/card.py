@@ -18,8 +18,9 @@ from ..lstm.configuration_lstm import LSTMConfig
 from ..study.report import finding_lines
 from ..world import WorldConfig, load_world
 
-# The synthetic world is not a Hub dataset; this names it in `datasets` and in every result's dataset type.
-WORLD_DATASET = "synthetic-people-world"
+# Every result's dataset type when the world was not published as a Hub dataset (`scripts/push_world.py`): a plain
+# name, not a repository id, so the card then has no `datasets:` entry (it would name a dataset that does not exist).
+WORLD_DATASET_TYPE = "synthetic-people-world"
 TASK_TYPE = "text-generation"
 TASK_NAME = "Closed-book questions about a synthetic world"
 PRETRAINING_TASK_NAME = "Language modelling of a synthetic world's biographies"
@@ -180,11 +181,14 @@ def find_study_model(study_dir: str | Path, folder: str | Path) -> StudyModel:
     return StudyModel(study_dir, results, models[target])
 
 
-def eval_results(model: StudyModel) -> list[EvalResult]:
+def eval_results(model: StudyModel, dataset_repo_id: str | None = None) -> list[EvalResult]:
     """The study's figures for `model` as `EvalResult`s (figures the study could not compute, such as an AUROC with
     no right answer, are left out). A fine-tuned model: its condition's last epoch on the held-out test people, and
     the AUROC of its confidence as a hallucination detector; the pre-trained model: the perplexity of held-out
-    biographies and the factuality of the biographies it writes."""
+    biographies and the factuality of the biographies it writes.
+
+    Each result's `dataset_type` is `dataset_repo_id`, the Hub dataset the study's world was published as, if given,
+    else `WORLD_DATASET_TYPE`."""
     world = model.world_config
     dataset_name = f"Synthetic world ({world.num_people} people, seed {world.seed})"
 
@@ -192,7 +196,7 @@ def eval_results(model: StudyModel) -> list[EvalResult]:
         return EvalResult(
             task_type=TASK_TYPE,
             task_name=PRETRAINING_TASK_NAME if model.condition is None else TASK_NAME,
-            dataset_type=WORLD_DATASET,
+            dataset_type=dataset_repo_id or WORLD_DATASET_TYPE,
             dataset_name=f"{dataset_name}: {what}",
             dataset_config=config,
             dataset_split=split,
@@ -270,6 +274,7 @@ def build_model_card(
     template_path: str | Path,
     base_model: str | None = None,
     adapter: StudyModel | None = None,
+    dataset_repo_id: str | None = None,
 ) -> ModelCard:
     """The card of the model in `model_dir` (a model of the study `model.study_dir`), to be published as `repo_id`.
 
@@ -280,18 +285,21 @@ def build_model_card(
         template_path: the card template, a Markdown file with Jinja fields (the repository's `hub_card.md`).
         base_model: the Hub id of the model it was fine-tuned from, for the card's `base_model`.
         adapter: the study's record of a LoRA adapter published beside the model in `adapter/`, if any.
+        dataset_repo_id: the Hub dataset the study's world was published as (`scripts/push_world.py`), if any: the
+            card's `datasets:` names it and every result's `dataset_type` is it. Without it the card has no
+            `datasets:`.
 
     Returns:
         The card; `card.data` holds the metadata, and its `model-index` the figures of `eval_results(model)`.
     """
     config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    results = eval_results(model)
+    results = eval_results(model, dataset_repo_id)
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="text-generation",
         license="apache-2.0",
         tags=[config["model_type"], *TAGS],
-        datasets=[WORLD_DATASET],
+        datasets=[dataset_repo_id] if dataset_repo_id else None,
         base_model=base_model,
         model_name=repo_id.split("/")[-1],
         eval_results=results or None,
@@ -320,15 +328,16 @@ def build_model_card(
     )
 
 
-def build_adapter_card(adapter: StudyModel, repo_id: str) -> ModelCard:
-    """The card of a LoRA adapter published in `adapter/` of `repo_id`, on the model in that repository's root."""
-    results = eval_results(adapter)
+def build_adapter_card(adapter: StudyModel, repo_id: str, dataset_repo_id: str | None = None) -> ModelCard:
+    """The card of a LoRA adapter published in `adapter/` of `repo_id`, on the model in that repository's root
+    (`dataset_repo_id` as for `build_model_card`)."""
+    results = eval_results(adapter, dataset_repo_id)
     data = ModelCardData(
         library_name="peft",
         pipeline_tag="text-generation",
         license="apache-2.0",
         tags=["lora", "peft", *TAGS],
-        datasets=[WORLD_DATASET],
+        datasets=[dataset_repo_id] if dataset_repo_id else None,
         base_model=repo_id,
         model_name=f"{repo_id.split('/')[-1]}-adapter",
         eval_results=results or None,
@@ -346,6 +355,7 @@ __all__ = [
     "CARD_FIGURES",
     "architecture_name",
     "PRETRAINED_FIGURES",
+    "WORLD_DATASET_TYPE",
     "StudyModel",
     "build_adapter_card",
     "build_model_card",

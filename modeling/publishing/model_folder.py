@@ -25,16 +25,21 @@ def write_model_folder(
     template_path: str | Path,
     adapter_dir: str | Path | None = None,
     base_model: str | None = None,
+    dataset_repo_id: str | None = None,
 ) -> Path:
-    """Write the folder that publishes `model_dir` (a model of the study in `study_dir`) as `repo_id` into `out`.
+    """Write the folder that publishes `model_dir` (a model of the study in `study_dir`) as `repo_id` into `out`;
+    its card names `dataset_repo_id`, if given, as the dataset the study's world was published as.
 
     Raises:
         FileExistsError: if `out` exists and is not empty.
         FileNotFoundError, ValueError: if `study_dir` is not a study, or `model_dir` (or `adapter_dir`) is not one of
-            its models; if `repo_id` or `base_model` is no Hub id, or a base model is given for the pre-trained one.
+            its models; if `repo_id`, `base_model` or `dataset_repo_id` is no Hub id, or a base model is given for the
+            pre-trained one.
         ValueError: if the adapter was trained on another base model than `model_dir` (`load_adapter`'s check).
     """
     check_repo_id(repo_id)
+    if dataset_repo_id is not None:
+        check_repo_id(dataset_repo_id)
     model = find_study_model(study_dir, model_dir)
     if base_model is not None:
         if model.condition is None:
@@ -48,7 +53,10 @@ def write_model_folder(
 
     def fill(folder: Path) -> None:
         copy_files(model_dir, folder)
-        card = build_model_card(model, model_dir, repo_id, template_path, base_model=base_model, adapter=adapter)
+        card = build_model_card(
+            model, model_dir, repo_id, template_path, base_model=base_model, adapter=adapter,
+            dataset_repo_id=dataset_repo_id,
+        )  # fmt: skip
         card.save(folder / "README.md")
         for name in PLOTS:
             plot = model.study_dir / f"{name}.png"
@@ -63,7 +71,7 @@ def write_model_folder(
                 path = folder / "adapter" / name
                 record = json.loads(path.read_text(encoding="utf-8"))
                 path.write_text(json.dumps({**record, key: repo_id}, indent=2) + "\n", encoding="utf-8")
-            build_adapter_card(adapter, repo_id).save(folder / "adapter" / "README.md")
+            build_adapter_card(adapter, repo_id, dataset_repo_id).save(folder / "adapter" / "README.md")
 
     return write_folder(out, fill)
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..run_config import parse_run_config
 from ..scoring import score_answers
+from ..training.console import Summary, use_console_progress
 from ..training.factuality_trainer import FactualitySFTTrainer
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
@@ -93,21 +94,19 @@ def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) ->
     )
 
 
-class ConditionProgress(TrainerCallback):
-    """One line per evaluation: where the run stands."""
+def condition_summary(run_name: str) -> Summary:
+    """A run's line per evaluation: where it stands on its fine-tune set and on the held-out test people."""
 
-    def __init__(self, name: str):
-        self.name = name
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def summary(state: TrainerState, metrics: dict[str, float]) -> str:
         figures = {k: metrics.get(f"eval_{k}_exact_match") for k in ("finetune_known", "finetune_unknown")}
         fitted = ", ".join(f"{k.split('_')[1]} {v:.2f}" for k, v in figures.items() if v is not None)
-        print(
-            f"study: {self.name} epoch {state.epoch:.0f}: fitted {fitted}; held-out known accuracy "
+        return (
+            f"study: {run_name} epoch {state.epoch:.0f}: fitted {fitted}; held-out known accuracy "
             f"{metrics['eval_test_known_accuracy']:.2f}, unknown hallucination "
-            f"{metrics['eval_test_unknown_hallucination_rate']:.2f}",
-            flush=True,
+            f"{metrics['eval_test_unknown_hallucination_rate']:.2f}"
         )
+
+    return summary
 
 
 def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tuple[FinetuneArguments, SFTConfig]:
@@ -129,7 +128,6 @@ def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tup
         "seed": run.training_seed,
         "eval_strategy": "epoch",
         "save_strategy": "no",
-        "report_to": "none",
     }
     if condition.method == "lora" and args.lora_learning_rate is not None:
         overrides["learning_rate"] = args.lora_learning_rate
@@ -212,7 +210,7 @@ def run_finetuning(
         finetune_args, sft_config, rows.rename_column("answer", "completion"), sets, eval_dataset=held_out.loss_rows
     )
     trainer.add_callback(EvaluateAtEpochs(evaluation_epochs(condition, args, _batch_size(sft_config))))
-    trainer.add_callback(ConditionProgress(run.name))
+    use_console_progress(trainer, condition_summary(run.name))
     train_seconds = trainer.train().metrics["train_runtime"]
     detector_start = time.perf_counter()
     dev, test = (

@@ -7,7 +7,7 @@ each fine-tune set size at one share, and each mitigation at one share.
 
 from dataclasses import dataclass, field
 
-from ..run_config import RunArguments
+from ..run_config import RunArguments, find_config
 
 METHODS = ("full", "lora")
 # Mitigations that need a fine-tuning of their own; "early_stopping" is read off the plain run's epochs.
@@ -88,22 +88,33 @@ class StudyArguments(RunArguments):
         return Condition(share, "full", mitigation, self.finetune_size)
 
     def __post_init__(self):
-        for name, allowed in (("methods", METHODS), ("mitigations", MITIGATIONS)):
-            unknown = sorted(set(getattr(self, name)) - set(allowed))
-            if unknown:
-                raise ValueError(f"StudyArguments.{name} has {unknown}; allowed: {list(allowed)}")
-        for name in ("seeds", "training_seeds"):
-            seeds = getattr(self, name)
-            if len(set(seeds)) != len(seeds):
-                raise ValueError(f"StudyArguments.{name} has repeats: {seeds}")
-        epochs = self.eval_epochs
-        if not epochs or epochs[0] < 1 or epochs != sorted(set(epochs)):
-            raise ValueError(f"StudyArguments.eval_epochs must be increasing epochs from 1 on, got {epochs}")
-        if not self.training_seeds:
-            raise ValueError("StudyArguments.training_seeds is empty: each condition needs at least one training seed")
-        fractions = [*self.unknown_fractions, *self.filtered_fractions, self.size_fraction, self.mitigation_fraction]
-        if not all(0 <= fraction <= 1 for fraction in fractions):
-            raise ValueError(f"Shares of unknown facts must be in [0, 1], got {fractions}")
+        super().__post_init__()
+        self.pretrain_config, self.finetune_config = map(find_config, (self.pretrain_config, self.finetune_config))
+        fractions_allowed = "shares of unknown facts, each in [0, 1]"
+        rules = (
+            ("methods", self.methods and set(self.methods) <= set(METHODS), f"one or more of {list(METHODS)}"),
+            ("mitigations", set(self.mitigations) <= set(MITIGATIONS), f"any of {list(MITIGATIONS)}"),
+            ("unknown_fractions", self.unknown_fractions and _shares(self.unknown_fractions), fractions_allowed),
+            ("filtered_fractions", _shares(self.filtered_fractions), fractions_allowed),
+            ("size_fraction", _shares([self.size_fraction]), "a share of unknown facts in [0, 1]"),
+            ("mitigation_fraction", _shares([self.mitigation_fraction]), "a share of unknown facts in [0, 1]"),
+            ("finetune_size", self.finetune_size >= 1, "a positive number of questions"),
+            ("thin_sizes", all(size >= 1 for size in self.thin_sizes), "positive numbers of questions"),
+            ("eval_epochs", _increasing_from_1(self.eval_epochs), "increasing epochs from 1 on, without repeats"),
+            ("probe_samples", self.probe_samples >= 1, "a positive number of samples"),
+            ("probe_temperature", self.probe_temperature > 0, "a positive temperature"),
+            ("lora_learning_rate", (self.lora_learning_rate or 1) > 0, "a positive rate, or None"),
+            (
+                "training_seeds",
+                _seeds(self.training_seeds) and self.training_seeds,
+                "distinct seeds >= 0, one or more",
+            ),
+            ("seeds", _seeds(self.seeds), "distinct seeds >= 0 (or none)"),
+            ("seed", self.seed >= 0, "a seed >= 0"),
+        )
+        for name, holds, allowed in rules:
+            if not holds:
+                raise ValueError(f"StudyArguments.{name} is {getattr(self, name)!r}; allowed: {allowed}")
         self._check_references()
 
     def _check_references(self) -> None:
@@ -125,6 +136,18 @@ class StudyArguments(RunArguments):
                     f"them to unknown_fractions (now {self.unknown_fractions}) with 'full' in methods (now "
                     f"{self.methods}), or drop them from {name}"
                 )
+
+
+def _shares(values: list[float]) -> bool:
+    return all(0 <= value <= 1 for value in values)
+
+
+def _seeds(values: list[int]) -> bool:
+    return all(value >= 0 for value in values) and len(set(values)) == len(values)
+
+
+def _increasing_from_1(epochs: list[int]) -> bool:
+    return bool(epochs) and epochs[0] >= 1 and epochs == sorted(set(epochs))
 
 
 @dataclass(frozen=True)

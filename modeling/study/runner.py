@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from transformers import TrainingArguments
 from trl import SFTConfig
 
 from ..checkpoints import load_model_and_tokenizer, save_atomically
@@ -34,13 +33,11 @@ from ..scoring import answer_questions
 from ..threads import set_num_threads
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments
-from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
-from ..training.pretraining import PretrainArguments, pretrain
+from ..training.pretraining import pretrain
 from ..world import ROLES, World, load_world, load_world_datasets, qa_split_name
 from .causes import study_causes
 from .conditions import (
     HeldOutQuestions,
-    condition_configs,
     condition_result,
     dev_net_factuality,
     early_stopped,
@@ -49,6 +46,7 @@ from .conditions import (
 )
 from .config import Condition, Run, StudyArguments, plan_conditions
 from .findings import study_evidence
+from .preflight import check_study, pretrain_configs
 from .probe import probe_knowledge
 from .records import read_records, write_records
 from .report import write_report, write_seed_summary
@@ -80,12 +78,7 @@ def pretrain_matching(args: StudyArguments, out_dir: Path) -> tuple[Path, str, b
     """The pre-trained model folder of this study, the key of its config, and whether it was reused: it is when
     `out_dir/pretrain` holds a finished run with the same config, else it is pre-trained (again)."""
     pretrain_dir = out_dir / "pretrain"
-    overrides: dict = {"output_dir": str(pretrain_dir)}
-    if args.seeds:  # a study over seeds: each run draws its own world and initialisation
-        overrides |= {"seed": args.seed, "world_seed": args.seed}
-    pretrain_args, training_args = parse_run_config(
-        (PretrainArguments, TrainingArguments), [args.pretrain_config], PRETRAIN_DEFAULTS, overrides
-    )
+    pretrain_args, training_args = pretrain_configs(args, out_dir)
     wanted = _without_volatile(run_config_sections(pretrain_args, training_args))
     recorded_file = pretrain_dir / "run_config.yaml"
     if (pretrain_dir / FINISHED_MARKER).is_file() and recorded_file.is_file():
@@ -167,8 +160,7 @@ def run_study(args: StudyArguments) -> Path:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("The study runs in one process: start it with python, not accelerate launch")
     out_dir = Path(args.output_dir)
-    # The fine-tuning settings of a first run, checked now rather than after minutes of pre-training.
-    condition_configs(Run(plan_conditions(args)[0], args.training_seeds[0]), args, out_dir / "pretrain")
+    check_study(args)  # now, rather than after minutes of pre-training
     if args.overwrite_output_dir:
         shutil.rmtree(out_dir, ignore_errors=True)
     args.num_threads = set_num_threads(args.num_threads)

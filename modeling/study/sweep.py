@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from ..files import write_json
-from ..run_config import RunArguments, run_config_sections
+from ..run_config import RunArguments, find_config, run_config_sections
 from ..threads import set_num_threads
 from ..world import load_world
 from .conditions import best_epoch, condition_configs, early_stopped
@@ -89,6 +89,13 @@ class SweepArguments(RunArguments):
     seed: int = field(default=0, metadata={"help": "seed of the probe's sampling"})
 
     def __post_init__(self):
+        super().__post_init__()
+        self.pretrain_config, self.finetune_config = map(find_config, (self.pretrain_config, self.finetune_config))
+        if not 0 <= self.fraction_unknown <= 1:
+            raise ValueError(
+                f"SweepArguments.fraction_unknown is {self.fraction_unknown}; allowed: a share of unknown facts in "
+                "[0, 1]"
+            )
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"SweepArguments.methods has {unknown}; allowed: {list(METHODS)}")

@@ -29,6 +29,7 @@ from ..run_folder import prepare_output_dir, write_run_record
 from ..threads import set_num_threads
 from ..world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
 from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
+from .console import factuality_summary, use_console_progress
 from .defaults import COMMON_DEFAULTS
 from .factuality_trainer import FactualitySFTTrainer
 
@@ -312,6 +313,7 @@ def build_trainer(
         base_model_record=base_record,
     )
     check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
+    use_console_progress(trainer, factuality_summary("finetune", list(trainer.factuality_sets)))
     if args.early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     return trainer

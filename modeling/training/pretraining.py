@@ -44,6 +44,7 @@ from ..world import (
     save_world,
 )
 from .architectures import build_config, check_fits_positions, is_lstm
+from .console import loss_summary, use_console_progress
 from .corpus import build_examples, load_corpus
 from .defaults import COMMON_DEFAULTS
 from .plots import plot_loss_curves
@@ -117,6 +118,16 @@ class PretrainArguments(RunArguments):
     biography_max_new_tokens: int = field(default=96, metadata={"help": "length of each written biography"})
 
 
+def world_config(args: PretrainArguments) -> WorldConfig:
+    """The config of the world a pre-training without `world_dir` makes (checked by `WorldConfig` itself)."""
+    return WorldConfig(
+        num_people=args.num_people,
+        seed=args.world_seed,
+        heldout_fraction=args.heldout_fraction,
+        pretraining_qa_fraction=args.pretraining_qa_fraction,
+    )
+
+
 # The main job's embedded default: a few CPU minutes on the default world and model sizes.
 DEFAULTS = dict(
     COMMON_DEFAULTS,
@@ -146,13 +157,7 @@ def load_documents(args: PretrainArguments, training_args: TrainingArguments) ->
     if args.world_dir is None:
         world_dir = Path(training_args.output_dir) / "world"
         if training_args.process_index == 0:
-            world_config = WorldConfig(
-                num_people=args.num_people,
-                seed=args.world_seed,
-                heldout_fraction=args.heldout_fraction,
-                pretraining_qa_fraction=args.pretraining_qa_fraction,
-            )
-            save_world(generate_world(world_config), world_dir)
+            save_world(generate_world(world_config(args)), world_dir)
     else:
         world_dir = Path(args.world_dir)
     return load_world(world_dir), load_world_datasets(world_dir)[PRETRAIN_SPLIT].select_columns(["text"])
@@ -306,6 +311,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
+    use_console_progress(trainer, loss_summary("pretrain"))
     trainer.train()
     model_dir = save_pretraining_run(args, trainer, trainer.evaluate(), world, out_dir)
     # Every process waits for the writer, then leaves the process group: a process that exits with the group still

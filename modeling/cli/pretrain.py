@@ -1,0 +1,34 @@
+"""Pre-train the LSTM language model (or a transformers architecture, --model_type) on a world's biographies.
+
+lstm-lab-pretrain                                    # the embedded default config
+lstm-lab-pretrain configs/tiny.yaml                  # a config file overrides the defaults
+lstm-lab-pretrain configs/tiny.yaml --num_train_epochs 2    # flags override the file
+lstm-lab-pretrain configs/study/tiny_gpt2.yaml       # a tiny gpt2 built from scratch instead of the LSTM
+accelerate launch --config_file configs/accelerate/cpu_2_processes.yaml scripts/pretrain.py configs/tiny.yaml
+"""
+
+from transformers import TrainingArguments
+
+from ..run_config import parse_run_config
+from ..training.pretraining import DEFAULTS, PretrainArguments, pretrain, world_config
+from . import DEBUG_HELP, run_command
+
+PROG = "lstm-lab-pretrain"
+
+
+def parse(argv: list[str]) -> tuple[PretrainArguments, TrainingArguments]:
+    """The pre-training settings from `argv`, the world a run without `world_dir` would make included."""
+    args, training_args = parse_run_config(
+        (PretrainArguments, TrainingArguments), argv, DEFAULTS, description=f"{__doc__}\n{DEBUG_HELP}", prog=PROG
+    )
+    if args.world_dir is None and args.train_files is None:
+        world_config(args)
+    return args, training_args
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(PROG, parse, lambda settings: pretrain(*settings), argv)
+
+
+if __name__ == "__main__":
+    main()

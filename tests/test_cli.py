@@ -1,0 +1,217 @@
+"""The command line: every mistake in a study's config or flags stops it before anything runs, with one line that
+names the setting, the value and what is allowed, and exit status 2; `--debug` shows the traceback; each command's
+`--help` opens with the lines that run it; the installed console scripts run."""
+
+import os
+import subprocess
+import sys
+import time
+from importlib import import_module
+
+import pytest
+import tomllib
+from helpers import REPO, checkout_env
+
+from modeling.cli import DEBUG_ENV
+from modeling.cli import study as study_cli
+
+TINY = [str(REPO / "configs" / "study" / "tiny.yaml")]
+TINY_SWEEP = [str(REPO / "configs" / "study" / "sweep.yaml"), "--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
+COMMANDS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# (flags after the tiny study's config, words the one line must hold: the setting, the value, what is allowed)
+MISTAKES = {
+    "unknown flag": (["--unknown_fraction", "0.5"], ["--unknown_fraction", "0.5"]),
+    "flag of the wrong type": (["--probe_samples", "many"], ["--probe_samples", "invalid int value", "'many'"]),
+    "no probe samples": (["--probe_samples", "0"], ["probe_samples is 0", "allowed: a positive number"]),
+    "zero temperature": (["--probe_temperature", "0"], ["probe_temperature is 0.0", "a positive temperature"]),
+    "share above 1": (["--unknown_fractions", "0.5", "1.5"], ["unknown_fractions is [0.5, 1.5]", "in [0, 1]"]),
+    "no shares": (["--unknown_fractions"], ["--unknown_fractions", "expected at least one argument"]),
+    "unknown method": (["--methods", "full", "qlora"], ["methods is ['full', 'qlora']", "'full', 'lora'"]),
+    "unknown mitigation": (["--mitigations", "dropout"], ["mitigations is ['dropout']", "early_stopping"]),
+    "empty fine-tune set": (["--finetune_size", "0"], ["finetune_size is 0", "a positive number"]),
+    "thin size 0": (["--thin_sizes", "0"], ["thin_sizes is [0]", "positive numbers"]),
+    "thin size above the set": (["--thin_sizes", "12"], ["thin_sizes [12]", "finetune_size=6"]),
+    "negative LoRA rate": (["--lora_learning_rate", "-0.1"], ["lora_learning_rate is -0.1", "a positive rate"]),
+    "negative training seed": (["--training_seeds", "-1"], ["training_seeds is [-1]", "seeds >= 0"]),
+    "repeated seeds": (["--training_seeds", "1", "1"], ["training_seeds is [1, 1]", "distinct"]),
+    "epochs out of order": (["--eval_epochs", "80", "40"], ["eval_epochs is [80, 40]", "increasing epochs"]),
+    "epochs not ending with training": (["--eval_epochs", "10", "20"], ["eval_epochs", "80"]),
+    "no threads": (["--num_threads", "0"], ["num_threads is 0", "a positive number of threads"]),
+    "share without its reference": (["--filtered_fractions", "1.0"], ["filtered_fractions", "[1.0]", "add them"]),
+    "missing config": (["--pretrain_config", "nowhere.yaml"], ["pretrain_config is 'nowhere.yaml'", "existing"]),
+    "world too small": (["--finetune_size", "400"], ["full_u0_n400_none", "400 questions", "more people"]),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_a_mistake_stops_the_study_with_one_line_and_status_2(mistake, tmp_path, capsys):
+    flags, words = MISTAKES[mistake]
+    out = tmp_path / "study"
+    with pytest.raises(SystemExit) as stopped:
+        study_cli.main([*TINY, "--output_dir", str(out), *flags])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lstm-lab-study: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ("unknown_fractions: 0.5\n", ["StudyArguments.unknown_fractions is 0.5", "list[float]"]),
+        ("probe_samples: 2.5\n", ["StudyArguments.probe_samples is 2.5", "int"]),
+        ("methods: full\n", ["StudyArguments.methods is 'full'", "list[str]"]),
+        ("epochs: 3\n", ["Unknown configuration keys ['epochs']"]),
+        ("methods: [full\n", ["while parsing a flow sequence"]),
+        ("[1, 2]\n", ["must hold a mapping of field: value"]),
+    ],
+)
+def test_a_mistake_in_a_study_file_stops_it_the_same_way(config, words, tmp_path, capsys):
+    # The output folder comes first unless the file is not a mapping at all.
+    head = "" if config.startswith("[") else f"output_dir: {tmp_path / 'study'}\n"
+    path = write(tmp_path / "study.yaml", head + config)
+    with pytest.raises(SystemExit) as stopped:
+        study_cli.main([path])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), lines
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize(
+    "config, flag, words",
+    [
+        ("lr_scheduler_type: sometimes\n", "--finetune_config", ["sometimes is not a valid SchedulerType", "'linear'"]),
+        ("num_people: 3\n", "--pretrain_config", ["num_people"]),
+        ("train_files: [notes.txt]\n", "--pretrain_config", ["sets train_files", "the study needs a world"]),
+    ],
+)
+def test_a_mistake_in_a_config_the_study_names_stops_it_before_pre_training(config, flag, words, tmp_path, capsys):
+    base = REPO / "configs" / ("study/finetune_tiny.yaml" if flag == "--finetune_config" else "tiny.yaml")
+    path = write(tmp_path / "named.yaml", base.read_text() + config)
+    with pytest.raises(SystemExit) as stopped:
+        study_cli.main([*TINY, "--output_dir", str(tmp_path / "study"), flag, path])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), lines
+    assert not (tmp_path / "study").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    argv = [*TINY, "--output_dir", str(tmp_path / "study"), "--probe_samples", "0"]
+    with pytest.raises(ValueError, match="probe_samples is 0"):
+        study_cli.main([*argv, "--debug"])
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="probe_samples is 0"):
+        study_cli.main(argv)
+
+
+def test_the_error_comes_before_anything_runs_from_a_fresh_process(tmp_path):
+    """The default study with one bad flag, as a user types it: status 2, one line, within the time it takes to
+    import the libraries (pre-training would take minutes), and nothing written."""
+    command = [sys.executable, str(REPO / "scripts" / "study.py"), "--output_dir", str(tmp_path / "study")]
+    start = time.perf_counter()
+    result = subprocess.run(
+        [*command, "--probe_samples", "0"], capture_output=True, text=True, env=checkout_env(), cwd=tmp_path
+    )
+    seconds = time.perf_counter() - start
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        "lstm-lab-study: error: StudyArguments.probe_samples is 0; allowed: a positive number of samples"
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "study").exists()
+    # Generous for a slow machine: the imports take 5 to 15 s; the default study's pre-training alone takes minutes.
+    assert seconds < 60, f"the error came after {seconds:.0f} s"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_opens_with_the_commands_that_run_it(command, capsys):
+    module = import_module(COMMANDS[command].split(":")[0])
+    with pytest.raises(SystemExit) as stopped:
+        module.main(["--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    opening = text.split("options:")[0]
+    assert len(opening.splitlines()[0]) < 100  # a one-line usage, not every field
+    commands = [line.strip() for line in opening.splitlines()[1:] if line.strip().split(" ")[0] == command]
+    assert commands, opening
+    assert "--debug" in opening
+
+
+def test_the_installed_commands_run(tmp_path):
+    """`pip install -e .` (scripts/setup.sh) puts every command beside the interpreter; one runs end to end, from a
+    folder outside the checkout."""
+    bin_dir = os.path.dirname(sys.executable)
+    for command in COMMANDS:
+        assert os.access(os.path.join(bin_dir, command), os.X_OK), command
+    result = subprocess.run(
+        [os.path.join(bin_dir, "lstm-lab-make-world"), "--out", str(tmp_path / "world"), "--num_people", "20"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote a world of 20 people" in result.stdout
+    assert (tmp_path / "world" / "knowledge_base.json").is_file()
+    bad = subprocess.run(
+        [os.path.join(bin_dir, "lstm-lab-make-world"), "--out", str(tmp_path / "bad"), "--num_people", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("lstm-lab-make-world: error: "), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    "command, argv, words",
+    [
+        ("lstm-lab-pretrain", ["--num_people", "0"], ["WorldConfig.num_people", "got 0"]),
+        ("lstm-lab-pretrain", ["--num_threads", "-2"], ["num_threads is -2", "a positive number"]),
+        ("lstm-lab-finetune", ["--model_dir", "nowhere"], ["FinetuneArguments.model_dir is 'nowhere'", "existing"]),
+        ("lstm-lab-sweep", ["--batch_sizes", "0"], ["batch_sizes must be positive"]),
+        ("lstm-lab-sweep", ["--finetune_size", "400"], ["full_u0.5_n400_none", "more people"]),
+        ("lstm-lab-make-world", ["--out", "world", "--num_people", "1"], ["num_people=1 has no rows", "raise"]),
+        ("lstm-lab-push-world", ["--world", "nowhere", "--repo-id", "a/b"], ["nowhere is not a world"]),
+    ],
+)
+def test_every_command_stops_a_mistake_with_one_line_and_status_2(command, argv, words, tmp_path, capsys, monkeypatch):
+    module = import_module(COMMANDS[command].split(":")[0])
+    monkeypatch.chdir(tmp_path)  # anything written with a relative path would land here
+    with pytest.raises(SystemExit) as stopped:
+        module.main([*(TINY_SWEEP if command == "lstm-lab-sweep" else []), *argv])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: error: "), lines
+    assert all(word in lines[0] for word in words), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+# The study and sweep configs: those that name a fine-tuning config (the others are the configs they name).
+RUN_CONFIGS = sorted(
+    p.name for p in (REPO / "configs" / "study").glob("*.yaml") if "\nfinetune_config:" in p.read_text()
+)
+
+
+@pytest.mark.parametrize("config", ["(the default study)", *RUN_CONFIGS])
+def test_every_committed_config_passes_its_commands_checks(config, tmp_path, monkeypatch):
+    """The checks refuse mistakes, not the configs we ship: each study (or sweep) config parses and passes every
+    check of its command, from a folder outside the checkout, and writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    path = f"configs/study/{config}"  # relative: found in the checkout the package runs from
+    if config == "sweep.yaml":
+        assert import_module("modeling.cli.sweep").parse([path]).regimes()
+    else:
+        assert study_cli.parse([path] if config in RUN_CONFIGS else []).training_seeds
+    assert list(tmp_path.iterdir()) == []
