@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,13 +84,21 @@ def checkout_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
+def free_port() -> int:
+    """A TCP port no one listens on now (the system's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def accelerate_launch(*script_and_args: str, tmp_path: Path, processes: int = 2) -> subprocess.CompletedProcess:
     """Runs a script under `accelerate launch` with the project's CPU launch config (gloo) on `processes` processes
     from this checkout. GPUs are hidden too, so the run takes the CPU on any machine."""
     env = checkout_env(HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     config = REPO / "configs" / "accelerate" / "cpu_2_processes.yaml"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    launch += ["--num_processes", str(processes)]
+    # A port of its own: two launches on one port (another test run beside this one) wait for each other for ever.
+    launch += ["--num_processes", str(processes), "--main_process_port", str(free_port())]
     return run_in_own_group([*launch, *script_and_args], env=env, cwd=tmp_path, timeout=300)
 
 

@@ -3,6 +3,7 @@ a gpt2's projections (only adapters train; saved, reloaded and merged with the s
 errors."""
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -32,6 +33,7 @@ from modeling.training.finetuning import (
     lora_config,
     lora_targets,
 )
+from modeling.training.kl_penalty import kl_to_reference, position_mask
 from modeling.world import WorldConfig, draw_finetune_set, generate_world, load_world, load_world_datasets, save_world
 
 # Six questions, three about unknown people: small enough to memorise in a few seconds.
@@ -619,3 +621,105 @@ def test_the_console_shows_one_line_per_evaluation_and_tensorboard_gets_every_fi
     for figure in ("qa_known_heldout_accuracy", "qa_unknown_heldout_hallucination_rate", "finetune_exact_match"):
         recorded = [scalar.value for scalar in events.Scalars(f"eval/{figure}")]
         assert recorded == pytest.approx([entry[f"eval_{figure}"] for entry in evaluations[:2]], abs=1e-6), figure
+
+
+def test_the_kl_penalty_by_hand():
+    """KL(p_ref || p) at two positions: p = (1/2, 1/2) against p_ref = (3/4, 1/4), then equal distributions."""
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 1.0], [9.0, 9.0]]])  # the last position predicts nothing
+    reference = torch.tensor([[[math.log(3.0), 0.0], [2.0, 1.0], [0.0, 0.0]]])
+    first = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # 0.1308
+    kl = kl_to_reference(logits, reference, torch.tensor([[True, True]]))
+    assert kl.tolist() == pytest.approx([first, 0.0], abs=1e-6)
+    assert kl_to_reference(logits, reference, torch.tensor([[False, True]])).tolist() == pytest.approx([0.0], abs=1e-6)
+    # Two rows: a prompt of two tokens then a completion of two, and a prompt of one, a completion of two, a pad.
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, 7, 8, -100]])
+    attention = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    assert position_mask(labels, attention, "completion").tolist() == [[False, True, True], [True, True, False]]
+    assert position_mask(labels, attention, "prompt").tolist() == [[True, False, False], [False, False, False]]
+    assert position_mask(labels, attention, "all").tolist() == [[True, True, True], [True, True, False]]
+
+
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+def test_the_kl_term_is_zero_for_the_pre_trained_model_and_grows_as_the_weights_move(base, tmp_path, use_lora):
+    args = replace(base, use_lora=use_lora, lora_r=4, kl_coef=2.0)
+    trainer = build_trainer(args, sft_config(tmp_path, per_device_train_batch_size=6))
+    plain = build_trainer(replace(args, kl_coef=0.0), sft_config(tmp_path / "plain", per_device_train_batch_size=6))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train(), plain.model.train()
+
+    def loss_and_kl(model) -> tuple[float, float]:
+        loss = trainer.compute_loss(model, dict(batch)).item()
+        return loss, trainer._metrics["train"]["kl_to_pretrained"][-1]
+
+    loss, kl = loss_and_kl(trainer.model)
+    assert kl == 0.0  # the model is its own reference before any step
+    assert loss == pytest.approx(plain.compute_loss(plain.model, dict(batch)).item(), rel=1e-5)  # the SFT loss alone
+    kls = []
+    for scale in (0.01, 0.1):  # move the trainable weights away from where they started, further each time
+        with torch.no_grad():
+            for param in trainer.model.parameters():
+                if param.requires_grad:
+                    param.add_(scale * torch.randn_like(param))
+        kls.append(loss_and_kl(trainer.model)[1])
+    assert 0 < kls[0] < kls[1], kls
+    if not use_lora:  # the frozen copy kept the weights the run started from
+        assert trainer.reference.frozen is not trainer.model
+
+
+def test_replayed_text_reaches_the_loss(base, tmp_path):
+    """A quarter of the examples are the world's pre-training documents, whole: every token of each (and its end)
+    is a label, as in pre-training; the questions keep their completion-only labels."""
+    trainer = build_trainer(replace(base, replay_fraction=0.25), sft_config(tmp_path, per_device_train_batch_size=8))
+    dataset = trainer.train_dataset
+    assert len(dataset) == 8  # the 6 questions and round(6 * 0.25 / 0.75) = 2 documents
+    documents = set(load_world_datasets(base.world_dir)["pretrain"]["text"])
+    tokenizer = trainer.processing_class
+    replayed = 0
+    for batch in trainer.get_train_dataloader():
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+            text = tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
+            if text in documents:
+                replayed += 1
+                assert tokenizer.decode(labels[labels != -100]) == text + tokenizer.eos_token
+    assert replayed == 2
+    with pytest.raises(ValueError, match=r"replay_fraction is 1.0; allowed: a share in \[0, 1\)"):
+        replace(base, replay_fraction=1.0)
+
+
+def test_a_lora_run_with_the_kl_penalty_saves_and_reloads_like_any_adapter(base, tmp_path):
+    args = replace(base, use_lora=True, lora_r=4, kl_coef=1.0)
+    out = finetune(args, sft_config(tmp_path, num_train_epochs=4, per_device_train_batch_size=6, logging_steps=1))
+    history = json.loads((out / "log_history.json").read_text())["log_history"]
+    kls = [entry["kl_to_pretrained"] for entry in history if "kl_to_pretrained" in entry]
+    assert len(kls) == 4 and kls[0] == 0.0 and kls[-1] > 0  # logged every step, from 0 at the start
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.model_dir), out / "adapter").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "adapter")
+    ids = tokenizer(["Question: Where was Ada born?\nAnswer:", "Ada"], return_tensors="pt", padding=True)
+    base_logits = AutoModelForCausalLM.from_pretrained(base.model_dir).eval()(**ids).logits
+    assert not torch.allclose(model(**ids).logits, base_logits)  # the adapter moved
+    with model.disable_adapter():
+        torch.testing.assert_close(model(**ids).logits, base_logits)  # and the base it reloads onto is untouched
+
+
+def test_two_processes_with_the_kl_penalty_end_with_the_weights_of_one(base, tmp_path):
+    """The same global batch (4 = 1 x 4 = 2 x 2) under accelerate launch: the KL term, a mean per process, is
+    scaled so that two processes averaging their gradients train the model one process trains."""
+    common = [
+        str(REPO / "configs" / "finetune_tiny.yaml"),
+        "--model_dir",
+        base.model_dir,
+        "--world_dir",
+        base.world_dir,
+    ]
+    common += ["--finetune_size", "8", "--num_train_epochs", "2", "--kl_coef", "1.0", "--logging_steps", "1"]
+    finetune_cli.main([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "4"])
+    script = [str(REPO / "scripts" / "finetune.py"), *common, "--output_dir", str(tmp_path / "two")]
+    result = accelerate_launch(*script, "--per_device_train_batch_size", "2", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (AutoModelForCausalLM.from_pretrained(tmp_path / run / "model").state_dict() for run in ("one", "two"))
+    start = AutoModelForCausalLM.from_pretrained(base.model_dir).state_dict()
+    moved = max((one[k] - start[k]).abs().max().item() for k in one)
+    difference = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert moved > 0.01 and difference < 1e-5, (moved, difference)
+    history = json.loads((tmp_path / "two" / "log_history.json").read_text())["log_history"]
+    assert max(entry.get("kl_to_pretrained", 0) for entry in history) > 0

@@ -9,8 +9,8 @@ import pytest
 from transformers import TrainingArguments
 from trl import SFTConfig
 
+import modeling.cli.study
 import modeling.run_config
-import modeling.study
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments, SweepArguments
 from modeling.training import finetuning, pretraining
@@ -45,7 +45,7 @@ def test_the_study_api_and_the_command_line_share_their_defaults(monkeypatch):
     """`run_study(StudyArguments())` and `scripts/study.py` with no arguments run the same study: the defaults live in
     the dataclass alone."""
     ran = []
-    monkeypatch.setattr(modeling.study, "run_study", ran.append)
+    monkeypatch.setattr(modeling.cli.study, "run_study", ran.append)  # the command's own reference to it
     monkeypatch.setattr(sys, "argv", ["study.py"])
     runpy.run_path(str(REPO / "scripts" / "study.py"), run_name="__main__")
     assert ran == [StudyArguments()] and ran[0].lora_learning_rate == 0.003

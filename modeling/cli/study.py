@@ -1,5 +1,5 @@
 """Run the study, the main job: pre-train, probe, fine-tune every condition, then write the records, results, plots
-and report (see README and docs/study.md).
+and report (see docs/study.md).
 
   lstm-lab-study                                     # the default study (15 minutes on 2 CPU cores)
   lstm-lab-study configs/study/tiny.yaml             # another study config

@@ -1,5 +1,5 @@
 """Run the fine-tuning regime sweep: method x learning rate x batch size on the plain condition, each for a long fixed
-budget, and pick each method's regime on dev people (see README and modeling/study/sweep.py).
+budget, and pick each method's regime on dev people (see docs/study.md and modeling/study/sweep.py).
 
   lstm-lab-sweep configs/study/sweep.yaml                        # the committed sweep (about 30 minutes)
   lstm-lab-sweep configs/study/sweep.yaml --training_seeds 0     # flags override the file

@@ -1,4 +1,4 @@
-"""The study that shows, measures and reduces fine-tuning hallucination (see README): pre-train on a world's
+"""The study that shows, measures and reduces fine-tuning hallucination (see docs/study.md): pre-train on a world's
 biographies, probe what the model knows, fine-tune under a grid of conditions and mitigations, and report."""
 
 from .config import Condition, StudyArguments, plan_conditions

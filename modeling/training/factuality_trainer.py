@@ -8,11 +8,14 @@ so they land in the log history, `trainer_state.json` and every `report_to` logg
 """
 
 import datasets
+import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
 
 from ..scoring import answer_questions, score_answers
+from .kl_penalty import Reference, kl_to_reference, position_mask
 from .precision import float32_forward
 
 # The metric's figures that go into the evaluation metrics (the counts stay in score_answers' reports).
@@ -46,6 +49,9 @@ class FactualitySFTTrainer(SFTTrainer):
             `eval_{name}_{category}_{figure}`, e.g. `eval_qa_unknown_heldout_hallucination_rate`.
         base_model_record: for a LoRA run, `modeling.adapters.base_model_record` of the plain model before PEFT
             wrapped it, saved with the adapter (the trainer's own model is the PeftModel, whose names differ).
+        kl_coef: weight of the KL penalty toward the model as it is when the trainer is built (the pre-trained
+            one), added to the training loss; 0 for none. See `modeling.training.kl_penalty`.
+        kl_positions: where the penalty applies: "completion", "prompt" or "all".
         *args, **kwargs: as for `SFTTrainer`.
     """
 
@@ -54,9 +60,14 @@ class FactualitySFTTrainer(SFTTrainer):
         *args,
         factuality_sets: dict[str, datasets.Dataset] | None = None,
         base_model_record: dict[str, str] | None = None,
+        kl_coef: float = 0.0,
+        kl_positions: str = "completion",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.kl_coef, self.kl_positions = kl_coef, kl_positions
+        # After PEFT wrapped the model (an adapter run's reference is itself with the adapters off), before training.
+        self.reference = Reference(self.model) if kl_coef else None
         check_metric_for_best_model(self.args.metric_for_best_model)
         self.factuality_sets = factuality_sets or {}
         self.base_model_record = base_model_record
@@ -85,6 +96,32 @@ class FactualitySFTTrainer(SFTTrainer):
                 "interrupted one. Set restore_callback_states_from_checkpoint=True"
             )
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """`SFTTrainer.compute_loss`; with `kl_coef`, while training, the same token-level SFT loss computed here from
+        one forward that keeps its logits, plus `kl_coef` times the KL to the reference summed over its positions
+        (`kl_penalty`), both divided by the completion tokens of the batch and scaled over the processes as TRL
+        scales its loss. The mean KL per position is logged as `kl_to_pretrained`."""
+        if not (self.kl_coef and model.training):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels, attention_mask = inputs["labels"], inputs["attention_mask"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+        targets = labels[:, 1:]
+        nll = F.cross_entropy(
+            outputs.logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"
+        )
+        reference_logits = self.reference.logits(
+            self.accelerator.unwrap_model(model), inputs["input_ids"], attention_mask
+        )
+        kl = kl_to_reference(outputs.logits, reference_logits, position_mask(labels, attention_mask, self.kl_positions))
+        num_tokens = (targets != -100).sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (nll + self.kl_coef * kl.sum()) / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        totals = self.accelerator.gather_for_metrics(torch.stack([kl.detach().sum(), torch.tensor(float(len(kl)))]))
+        totals = totals.view(-1, 2).sum(dim=0)
+        self._metrics["train"]["kl_to_pretrained"].append((totals[0] / totals[1].clamp(min=1)).item())
+        return (loss, outputs) if return_outputs else loss
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -27,11 +27,12 @@ from ..lstm.modeling_lstm import check_tokenizer_fits
 from ..run_config import RunArguments
 from ..run_folder import prepare_output_dir, write_run_record
 from ..threads import set_num_threads
-from ..world import draw_finetune_set, load_world, load_world_datasets, qa_split_name
+from ..world import PRETRAIN_SPLIT, draw_finetune_set, load_world, load_world_datasets, qa_split_name
 from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
 from .console import factuality_summary, use_console_progress
 from .defaults import COMMON_DEFAULTS
 from .factuality_trainer import FactualitySFTTrainer
+from .kl_penalty import KL_POSITIONS
 
 
 @dataclass
@@ -81,6 +82,24 @@ class FinetuneArguments(RunArguments):
         },
     )
     factuality_max_questions: int = field(default=300, metadata={"help": "questions scored per set, at most"})
+    kl_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a KL penalty toward the pre-trained model, KL(p_pretrained || p_finetuned) per token, "
+            "added to the SFT loss (modeling/training/kl_penalty.py); 0: none"
+        },
+    )
+    kl_positions: str = field(
+        default="completion",
+        metadata={"help": "where the KL penalty applies: 'completion' (the answer tokens), 'prompt' or 'all'"},
+    )
+    replay_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the training examples that are pre-training documents of the world (biographies), "
+            "replayed as completions of an empty prompt; in [0, 1); 0: none"
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
@@ -89,6 +108,15 @@ class FinetuneArguments(RunArguments):
             "the best model rather than the last)"
         },
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kl_coef < 0:
+            raise ValueError(f"FinetuneArguments.kl_coef is {self.kl_coef}; allowed: a weight >= 0")
+        if self.kl_positions not in KL_POSITIONS:
+            raise ValueError(f"FinetuneArguments.kl_positions is {self.kl_positions!r}; allowed: one of {KL_POSITIONS}")
+        if not 0 <= self.replay_fraction < 1:
+            raise ValueError(f"FinetuneArguments.replay_fraction is {self.replay_fraction}; allowed: a share in [0, 1)")
 
 
 # The embedded default; a config file in configs/ and flags override it.
@@ -153,6 +181,31 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
     )
     # The other columns (group, knowledge, ...) stay: scoring reads them, and SFTTrainer drops what it does not use.
     return drawn.rename_column("answer", "completion")
+
+
+def with_replay(train_dataset: datasets.Dataset, args: FinetuneArguments, seed: int) -> datasets.Dataset:
+    """`train_dataset` (prompt/completion rows) with pre-training documents of `args.world_dir` mixed in, so that
+    they make up `args.replay_fraction` of the examples (rounded): replay (Zucchet et al. 2025, "How do language
+    models learn facts?"). Each document is a completion of an empty prompt, so the loss covers every one of its
+    tokens and its end, as in pre-training. Drawn without repeats with `seed`; the Trainer shuffles the mix.
+
+    Raises:
+        ValueError: without `world_dir`, or if the world has fewer documents than the share asks for.
+    """
+    if not args.replay_fraction:
+        return train_dataset
+    if args.world_dir is None:
+        raise ValueError("FinetuneArguments.replay_fraction needs world_dir, whose pre-training documents it replays")
+    count = round(len(train_dataset) * args.replay_fraction / (1 - args.replay_fraction))
+    documents = load_world_datasets(args.world_dir)[PRETRAIN_SPLIT]
+    if count > len(documents):
+        raise ValueError(
+            f"FinetuneArguments.replay_fraction is {args.replay_fraction}: {count} documents for {len(train_dataset)} "
+            f"examples, but the world has {len(documents)}; allowed: a smaller share"
+        )
+    text = documents.shuffle(seed=seed).select(range(count))["text"]
+    replay = datasets.Dataset.from_dict({"prompt": [""] * count, "completion": text})
+    return datasets.concatenate_datasets([train_dataset.select_columns(["prompt", "completion"]), replay])
 
 
 def lora_targets(args: FinetuneArguments, model_type: str) -> tuple[list[str], list[str]]:
@@ -288,6 +341,8 @@ def build_trainer(
         world_eval, world_sets = world_evaluation_sets(args, train_dataset)
         eval_dataset = world_eval if eval_dataset is None else eval_dataset
         factuality_sets = world_sets if factuality_sets is None else factuality_sets
+    # After the evaluation sets: the fine-tune set scored as "finetune" is the questions, not the replayed text.
+    train_dataset = with_replay(train_dataset, args, sft_config.seed)
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(args.model_dir)
     # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
     check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
@@ -311,6 +366,8 @@ def build_trainer(
         peft_config=peft_config,
         factuality_sets=factuality_sets,
         base_model_record=base_record,
+        kl_coef=args.kl_coef,
+        kl_positions=args.kl_positions,
     )
     check_not_truncated(trainer.train_dataset, tokenizer.eos_token_id, sft_config.max_length)
     use_console_progress(trainer, factuality_summary("finetune", list(trainer.factuality_sets)))
