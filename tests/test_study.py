@@ -572,3 +572,31 @@ def test_each_mitigation_is_compared_with_the_plain_run_at_its_own_share_only(st
     compared = {c["a"] for c in results["comparisons"] if c["question"] == "mitigation against the plain run"}
     # The set without unknowns at 0% (Figure 3b) is no mitigation of the 50% run.
     assert compared == {f"full_u0.5_n6_{m}" for m in ("early_stopping", "filter_unknown", "abstention")}
+
+
+def test_the_kl_penalty_and_replay_run_as_mitigations_and_are_compared_with_the_plain_run(tmp_path):
+    """Both newer mitigations fine-tune the plain condition's set with their own training, each against the plain
+    run on the same test people; the KL run logs its penalty, the replay run trains on the set plus replayed text,
+    and changing a mitigation's setting redoes its run only."""
+    flags = ["--unknown_fractions", "0.5", "--methods", "full", "--thin_sizes", "6", "--filtered_fractions", "0.5"]
+    # The tiny tokenizer's biographies run past 128 tokens: a replayed document is trained whole, with its end.
+    finetune_config = tmp_path / "finetune.yaml"
+    finetune_config.write_text(
+        (REPO / "configs/study/finetune_tiny.yaml").read_text().replace("max_length: 128", "max_length: 512")
+    )
+    flags += ["--finetune_config", str(finetune_config)]
+    flags += ["--mitigations", "kl_penalty", "replay", "--training_seeds", "0", "--kl_coef", "2.0"]
+    out = run_study(tiny_args(tmp_path / "study", *flags))
+    results = json.loads((out / "results.json").read_text())
+    runs = {c["name"]: c["runs"][0] for c in results["conditions"]}
+    # The replay run's six questions and round(6 x 0.25 / 0.75) replayed documents; the KL run's questions alone.
+    assert [runs[f"full_u0.5_n6_{m}"]["num_trained_examples"] for m in ("replay", "kl_penalty", "none")] == [8, 6, 6]
+    assert max(entry.get("kl_to_pretrained", 0) for entry in runs["full_u0.5_n6_kl_penalty"]["train_log"]) > 0
+    assert not any("kl_to_pretrained" in entry for entry in runs["full_u0.5_n6_replay"]["train_log"])
+    compared = {c["a"] for c in results["comparisons"] if c["question"] == "mitigation against the plain run"}
+    # (The set without unknowns is empty here, the tiny probe finding every drawn fact unknown: skipped.)
+    assert compared == {"full_u0.5_n6_kl_penalty", "full_u0.5_n6_replay"}
+    assert (out / "mitigations.png").is_file()
+    again = run_study(tiny_args(tmp_path / "study", *flags[:-1], "1.0"))
+    reused = set(json.loads((again / "results.json").read_text())["reused"])
+    assert "full_u0.5_n6_replay_s0" in reused and "full_u0.5_n6_kl_penalty_s0" not in reused

@@ -134,6 +134,8 @@ class StudyModel:
             "none": "",
             "filter_unknown": ", without the questions the probe found unknown to the pre-trained model",
             "abstention": ', taught to answer "I don\'t know" to the questions the probe found unknown',
+            "kl_penalty": ", with a KL penalty toward the pre-trained model's next-token distributions",
+            "replay": ", with pre-training biographies replayed among the questions",
         }[c["mitigation"]]
         return (
             f"pre-trained on the biographies of the synthetic world, then fine-tuned {how} on "

@@ -79,7 +79,7 @@ def finetune_rows(world: World, condition: Condition, probe: dict, seed: int) ->
     " I don't know" instead (R-Tuning, Zhang et al. 2024, with the probe deciding what the model does not know).
     """
     drawn = draw_finetune_set(world, condition.finetune_size, condition.fraction_unknown, seed)
-    if condition.mitigation == "none":
+    if condition.mitigation not in ("filter_unknown", "abstention"):  # the others change the training, not the set
         return drawn
     unknown = {(f["person_id"], f["attribute"]) for f in probe["facts"] if f["category"] == "unknown"}
 
@@ -109,6 +109,13 @@ def condition_summary(run_name: str) -> Summary:
     return summary
 
 
+def training_mitigation(condition: Condition, args: StudyArguments) -> dict[str, float]:
+    """The fine-tuning settings a mitigation that changes the training sets (`FinetuneArguments` fields): the KL
+    penalty's weight or the replayed share; none for the others."""
+    settings = {"kl_penalty": {"kl_coef": args.kl_coef}, "replay": {"replay_fraction": args.replay_fraction}}
+    return settings.get(condition.mitigation, {})
+
+
 def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tuple[FinetuneArguments, SFTConfig]:
     """The fine-tuning settings of one run: the study's fine-tuning config with the condition's model, data, method,
     the run's training seed (batch order, adapter initialisation) and output folder, and an evaluation at the end of
@@ -131,6 +138,7 @@ def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tup
     }
     if condition.method == "lora" and args.lora_learning_rate is not None:
         overrides["learning_rate"] = args.lora_learning_rate
+    overrides |= training_mitigation(condition, args)
     finetune_args, sft_config = parse_run_config(
         (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, overrides
     )
@@ -234,6 +242,7 @@ def run_finetuning(
     return {
         "training_seed": run.training_seed,
         "num_examples": len(rows),
+        "num_trained_examples": len(trainer.train_dataset),  # with replay, the questions and the replayed text
         "set_sizes": {name: len(questions) for name, questions in sets.items()},
         "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
         "optimizer_steps": trainer.state.global_step,
@@ -243,6 +252,12 @@ def run_finetuning(
         "saved": saved.relative_to(args.output_dir).as_posix(),  # found again wherever the study is resumed from
         "seconds": marks[-1] - start,
         "timing": _timing(marks, train_seconds, trainer.state.log_history),
+        # The training loss (and the KL penalty's term, where there is one) at each logging step.
+        "train_log": [
+            {key: entry[key] for key in ("epoch", "loss", "kl_to_pretrained") if key in entry}
+            for entry in trainer.state.log_history
+            if "loss" in entry
+        ],
     }, records
 
 

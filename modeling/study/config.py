@@ -11,8 +11,13 @@ from ..run_config import RunArguments, find_config
 
 METHODS = ("full", "lora")
 # Mitigations that need a fine-tuning of their own; "early_stopping" is read off the plain run's epochs.
-TRAINED_MITIGATIONS = ("filter_unknown", "abstention")
+# "filter_unknown" and "abstention" change the fine-tune set; "kl_penalty" (StudyArguments.kl_coef) and "replay"
+# (StudyArguments.replay_fraction) change the training (modeling/training/kl_penalty.py, finetuning.with_replay).
+TRAINED_MITIGATIONS = ("filter_unknown", "abstention", "kl_penalty", "replay")
 MITIGATIONS = ("early_stopping", *TRAINED_MITIGATIONS)
+# The default study's: the newer two are run by configs/study/mitigations.yaml and full.yaml, to keep the default
+# within its 15 minutes.
+DEFAULT_MITIGATIONS = ("early_stopping", "filter_unknown", "abstention")
 
 
 @dataclass
@@ -44,10 +49,24 @@ class StudyArguments(RunArguments):
     )
     size_fraction: float = field(default=0.5, metadata={"help": "share of unknown facts in the size conditions"})
     mitigations: list[str] = field(
-        default_factory=lambda: list(MITIGATIONS),
-        metadata={"help": "early_stopping, filter_unknown, abstention (each at mitigation_fraction, full)"},
+        default_factory=lambda: list(DEFAULT_MITIGATIONS),
+        metadata={
+            "help": "early_stopping, filter_unknown, abstention, kl_penalty, replay (each at mitigation_fraction, "
+            "full fine-tuning)"
+        },
     )
     mitigation_fraction: float = field(default=0.5, metadata={"help": "share of unknown facts the mitigations face"})
+    kl_coef: float = field(
+        default=1.0,
+        metadata={
+            "help": "the kl_penalty mitigation's weight of KL(p_pretrained || p_finetuned) per completion token (not "
+            "tuned: the KL weighs as much as the cross-entropy)"
+        },
+    )
+    replay_fraction: float = field(
+        default=0.25,
+        metadata={"help": "the replay mitigation's share of pre-training documents among the examples (not tuned)"},
+    )
     filtered_fractions: list[float] = field(
         default_factory=lambda: [0.0, 0.5, 1.0],
         metadata={
@@ -102,6 +121,8 @@ class StudyArguments(RunArguments):
             ("thin_sizes", all(size >= 1 for size in self.thin_sizes), "positive numbers of questions"),
             ("eval_epochs", _increasing_from_1(self.eval_epochs), "increasing epochs from 1 on, without repeats"),
             ("probe_samples", self.probe_samples >= 1, "a positive number of samples"),
+            ("kl_coef", self.kl_coef > 0, "a positive weight"),
+            ("replay_fraction", 0 < self.replay_fraction < 1, "a share in (0, 1)"),
             ("probe_temperature", self.probe_temperature > 0, "a positive temperature"),
             ("lora_learning_rate", (self.lora_learning_rate or 1) > 0, "a positive rate, or None"),
             (
@@ -208,4 +229,14 @@ def plan_conditions(args: StudyArguments) -> list[Condition]:
     return list(dict.fromkeys(planned))
 
 
-__all__ = ["MITIGATIONS", "METHODS", "Condition", "Run", "StudyArguments", "by_condition", "plan_conditions"]
+__all__ = [
+    "DEFAULT_MITIGATIONS",
+    "MITIGATIONS",
+    "TRAINED_MITIGATIONS",
+    "METHODS",
+    "Condition",
+    "Run",
+    "StudyArguments",
+    "by_condition",
+    "plan_conditions",
+]

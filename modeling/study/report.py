@@ -7,11 +7,11 @@ import matplotlib.pyplot as plt
 
 from ..files import write_json
 from .causes_report import cause_lines, write_cause_plots
-from .config import Condition, by_condition
+from .config import MITIGATIONS, Condition, by_condition
 from .error_sources import SOURCES
 from .findings import REPORTED_RATES
 from .intervals import auroc_interval, t_interval
-from .render import rate_axis, save_figure, signed, with_interval
+from .render import error_bars, rate_axis, save_figure, signed, with_interval
 
 
 def _size(num_bytes: int) -> str:
@@ -137,21 +137,23 @@ def plot_fitting(condition: dict, path: Path) -> None:
 
 
 def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
+    """Bars of each row's test rates (`evidence` intervals by rate: estimate, low, high) with their 95% intervals."""
     figures = (
         ("test_known_accuracy", "known: accuracy"),
         ("test_unknown_hallucination_rate", "unknown: hallucination"),
         ("test_unknown_abstention_rate", "unknown: abstention"),
     )
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     width = 0.8 / len(rows)
-    for index, (label, record) in enumerate(rows):
+    for index, (label, rates) in enumerate(rows):
         positions = [i + index * width for i in range(len(figures))]
-        ax.bar(positions, [record[key] for key, _ in figures], width, label=label)
+        estimates, errors = error_bars([rates[key] for key, _ in figures])
+        ax.bar(positions, estimates, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(figures))], [name for _, name in figures])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate on held-out people")
-    ax.set_title("Mitigations against the plain run at the same share of unknown facts")
-    ax.legend()
+    ax.set_title("Mitigations against the plain run at the same share of unknown facts (95% intervals)")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     save_figure(fig, path)
 
@@ -235,11 +237,12 @@ def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
     plain = _full(conditions, config, "none")
     if plain:
         plot_fitting(plain, out_dir / "fitting.png")
-    mitigation_rows = [("plain, last epoch", plain["per_epoch"][-1])] if plain else []
-    for mitigation in ("early_stopping", "filter_unknown", "abstention"):
+    rates = results["intervals"]["conditions"]  # the last epoch's rates with their intervals
+    mitigation_rows = [("plain, last epoch", rates[plain["name"]])] if plain else []
+    for mitigation in MITIGATIONS:
         found = _full(conditions, config, mitigation)
-        if found:
-            mitigation_rows.append((mitigation.replace("_", " "), found["per_epoch"][-1]))
+        if found and found["name"] in rates:
+            mitigation_rows.append((mitigation.replace("_", " "), rates[found["name"]]))
     if mitigation_rows:
         plot_mitigations(mitigation_rows, out_dir / "mitigations.png")
     if plain and plain.get("detector"):

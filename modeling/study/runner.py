@@ -43,6 +43,7 @@ from .conditions import (
     early_stopped,
     run_evaluation_epochs,
     run_finetuning,
+    training_mitigation,
 )
 from .config import Condition, Run, StudyArguments, plan_conditions
 from .findings import study_evidence
@@ -243,7 +244,11 @@ def conditions_stage(
             path = out_dir / f"{run.folder}.json"
             # The run's own schedule: a thin set's depends on finetune_size and the batch (`run_evaluation_epochs`).
             schedule = run_evaluation_epochs(run, args, pretrain_dir)
-            key = settings_key(probe["key"], finetune_config, schedule, args.lora_learning_rate, run.name, epoch0_key)
+            key_parts = [probe["key"], finetune_config, schedule, args.lora_learning_rate, run.name, epoch0_key]
+            # A mitigation's own settings (KL weight, replayed share) only where it has them: other runs keep the keys
+            # they had before these mitigations existed.
+            mitigation = training_mitigation(condition, args)
+            key = settings_key(*key_parts, *([mitigation] if mitigation else []))
             result = load_run(path, key)
             where = f"condition {number}/{len(planned)}, training seed {run.training_seed}"
             if result is None:
