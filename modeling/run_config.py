@@ -49,7 +49,8 @@ class OneLineUsageErrors:
     `prog: error: ...`, not the usage of every field; exit status 2 as argparse's."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help lists every setting)\n")
+        hint = " (--help lists every setting)" if self.description else ""  # a command's, not a config file's
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
 
 
 class _Parser(OneLineUsageErrors, HfArgumentParser):
@@ -86,13 +87,16 @@ def parse_run_config(
         usage="%(prog)s [CONFIG.yaml] [--setting value ...]" if description else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    settings = dict(defaults or {})
+    settings, from_file, config_file = dict(defaults or {}), {}, None
     if argv and argv[0].endswith((".yaml", ".yml")):
         config_file, argv = find_config(argv[0]), argv[1:]
         with open(config_file, encoding="utf-8") as f:
             from_file = yaml.safe_load(f) or {}
         if not isinstance(from_file, dict):
             raise ValueError(f"{config_file} must hold a mapping of field: value, got {type(from_file).__name__}")
+        not_names = [key for key in from_file if not isinstance(key, str)]
+        if not_names:
+            raise ValueError(f"{config_file} has keys {not_names} that are no setting's name; allowed: field names")
         settings.update(from_file)
     settings.update(overrides or {})
     known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
@@ -102,10 +106,11 @@ def parse_run_config(
             f"Unknown configuration keys {unknown}; the known keys are the fields of "
             f"{', '.join(cls.__name__ for cls in dataclass_types)}"
         )
-    own_types = [cls for cls in dataclass_types if issubclass(cls, RunArguments)]
-    for cls in own_types:  # before the dataclasses' own checks, which assume the types
-        check_types(cls, {k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(cls)}})
-    parser.set_defaults(**_resolve_auto(settings))
+    settings = _resolve_auto(settings)
+    for cls in dataclass_types:  # before the dataclasses' own checks, which assume the types
+        fields = {f.name for f in dataclasses.fields(cls)}
+        check_types(cls, {k: v for k, v in settings.items() if k in fields}, dict.fromkeys(from_file, config_file))
+    parser.set_defaults(**settings)
     return parser.parse_args_into_dataclasses(args=_resolve_auto_flags(argv))
 
 
@@ -138,9 +143,10 @@ def _matches(value: Any, annotation: Any) -> bool:
     return True
 
 
-def check_types(cls: type, settings: dict[str, Any]) -> None:
+def check_types(cls: type, settings: dict[str, Any], sources: dict[str, str] | None = None) -> None:
     """Refuse a setting of dataclass `cls` whose value is not of its field's type (argparse converts flags, but a
     value from a file or code reaches the dataclass as it is: `unknown_fractions: 0.5` would be a number, not a list).
+    `sources` names the file a setting came from, for the message.
 
     Raises:
         ValueError: naming the setting, its value and the type allowed.
@@ -148,8 +154,10 @@ def check_types(cls: type, settings: dict[str, Any]) -> None:
     hints = typing.get_type_hints(cls)
     for name, value in settings.items():
         if not _matches(value, hints[name]):
-            allowed = str(hints[name]).replace("typing.", "")
-            raise ValueError(f"{cls.__name__}.{name} is {value!r}; allowed: a value of type {allowed}")
+            hint = hints[name]  # `float`, or `list[float]` and `int | None` as written
+            allowed = str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", hint)
+            where = f"{sources[name]}: " if name in sources else ""
+            raise ValueError(f"{where}{cls.__name__}.{name} is {value!r}; allowed: a value of type {allowed}")
 
 
 def _resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:

@@ -16,22 +16,20 @@ from .run_config import save_run_config
 FINISHED_MARKER = "metrics.json"
 
 
-def prepare_output_dir(
-    out_dir: str | os.PathLike,
-    overwrite: bool,
-    is_main_process: bool = True,
-    inputs: tuple[str | os.PathLike | None, ...] = (),
+def check_output_dir(
+    out_dir: str | os.PathLike, overwrite: bool, inputs: tuple[str | os.PathLike | None, ...] = ()
 ) -> Path:
-    """Check `out_dir` before a run writes into it (every process checks; only the main one deletes). With
-    `overwrite`, a finished run in it is deleted: `metrics.json` first, then the whole folder.
+    """Whether a run may write into `out_dir` (nothing is changed): a folder, or nothing yet, that holds no finished
+    run unless `overwrite`, and whose deletion would take none of the run's `inputs`.
 
     Raises:
-        FileExistsError: if `out_dir` holds a finished run and `overwrite` is False.
+        FileExistsError: if `out_dir` is a file, or holds a finished run and `overwrite` is False.
         ValueError: if `overwrite` would delete one of the run's `inputs` (a model, world or data inside `out_dir`).
     """
     out_dir = Path(out_dir)
-    marker = out_dir / FINISHED_MARKER
-    if not marker.exists():
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"output_dir {out_dir} is a file; allowed: a folder, or a path where there is nothing")
+    if not (out_dir / FINISHED_MARKER).exists():
         return out_dir
     if not overwrite:
         raise FileExistsError(
@@ -41,7 +39,24 @@ def prepare_output_dir(
     for path in filter(None, inputs):
         if Path(path).resolve().is_relative_to(out_dir.resolve()):
             raise ValueError(f"--overwrite_output_dir would delete {out_dir}, which holds this run's input {path}")
-    if is_main_process:
+    return out_dir
+
+
+def prepare_output_dir(
+    out_dir: str | os.PathLike,
+    overwrite: bool,
+    is_main_process: bool = True,
+    inputs: tuple[str | os.PathLike | None, ...] = (),
+) -> Path:
+    """Check `out_dir` before a run writes into it (`check_output_dir`; every process checks, only the main one
+    deletes). With `overwrite`, a finished run in it is deleted: `metrics.json` first, then the whole folder.
+
+    Raises:
+        FileExistsError, ValueError: as `check_output_dir`.
+    """
+    out_dir = check_output_dir(out_dir, overwrite, inputs)
+    marker = out_dir / FINISHED_MARKER
+    if marker.exists() and is_main_process:
         marker.unlink()
         shutil.rmtree(out_dir)
     return out_dir
@@ -58,4 +73,4 @@ def write_run_record(
     write_json(metrics, out_dir / FINISHED_MARKER)
 
 
-__all__ = ["FINISHED_MARKER", "prepare_output_dir", "write_run_record"]
+__all__ = ["FINISHED_MARKER", "check_output_dir", "prepare_output_dir", "write_run_record"]

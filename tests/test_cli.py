@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 import tomllib
@@ -18,6 +19,11 @@ from modeling.cli import study as study_cli
 TINY = [str(REPO / "configs" / "study" / "tiny.yaml")]
 TINY_SWEEP = [str(REPO / "configs" / "study" / "sweep.yaml"), "--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
 COMMANDS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def write(path, text: str) -> str:
@@ -46,6 +52,16 @@ MISTAKES = {
     "no threads": (["--num_threads", "0"], ["num_threads is 0", "a positive number of threads"]),
     "share without its reference": (["--filtered_fractions", "1.0"], ["filtered_fractions", "[1.0]", "add them"]),
     "missing config": (["--pretrain_config", "nowhere.yaml"], ["pretrain_config is 'nowhere.yaml'", "existing"]),
+    "missing fine-tuning config": (["--finetune_config", "no.yaml"], ["finetune_config is 'no.yaml'", "existing"]),
+    "thin share above 1": (["--size_fraction", "1.5"], ["size_fraction is 1.5", "in [0, 1]"]),
+    "negative mitigation share": (["--mitigation_fraction", "-0.1"], ["mitigation_fraction is -0.1", "in [0, 1]"]),
+    "filtered share above 1": (["--filtered_fractions", "2"], ["filtered_fractions is [2.0]", "in [0, 1]"]),
+    "no KL weight": (["--kl_coef", "0"], ["kl_coef is 0.0", "a positive weight"]),
+    "replay everything": (["--replay_fraction", "1"], ["replay_fraction is 1.0", "a share in (0, 1)"]),
+    "LoRA rate 0": (["--lora_learning_rate", "0"], ["lora_learning_rate is 0.0", "a positive rate"]),
+    "epoch 0 evaluated": (["--eval_epochs", "0", "80"], ["eval_epochs is [0, 80]", "from 1 on"]),
+    "negative probe seed": (["--seed", "-1"], ["seed is -1", "a seed >= 0"]),
+    "repeated study seeds": (["--seeds", "1", "1"], ["seeds is [1, 1]", "distinct"]),
     "world too small": (["--finetune_size", "400"], ["full_u0_n400_none", "400 questions", "more people"]),
 }
 
@@ -73,6 +89,11 @@ def test_a_mistake_stops_the_study_with_one_line_and_status_2(mistake, tmp_path,
         ("epochs: 3\n", ["Unknown configuration keys ['epochs']"]),
         ("methods: [full\n", ["while parsing a flow sequence"]),
         ("[1, 2]\n", ["must hold a mapping of field: value"]),
+        ("1: 2\nbogus: 3\n", ["keys [1] that are no setting's name"]),
+        ("training_seeds: []\n", ["training_seeds is []", "one or more"]),
+        ("methods: []\n", ["methods is []", "one or more of"]),
+        ("finetune_size: -6\n", ["finetune_size is -6", "a positive number"]),
+        ("thin_sizes: [2.5]\n", ["thin_sizes is [2.5]", "list[int]"]),
     ],
 )
 def test_a_mistake_in_a_study_file_stops_it_the_same_way(config, words, tmp_path, capsys):
@@ -91,6 +112,11 @@ def test_a_mistake_in_a_study_file_stops_it_the_same_way(config, words, tmp_path
     "config, flag, words",
     [
         ("lr_scheduler_type: sometimes\n", "--finetune_config", ["sometimes is not a valid SchedulerType", "'linear'"]),
+        ("learning_rate: [0.1]\n", "--finetune_config", ["named.yaml: SFTConfig.learning_rate is [0.1]", "float"]),
+        ("learning_rate: -1.0\n", "--finetune_config", ["named.yaml: learning_rate is -1.0", "a positive rate"]),
+        ("per_device_train_batch_size: 0\n", "--finetune_config", ["per_device_train_batch_size is 0", "positive"]),
+        ("learning_rate: fast\n", "--finetune_config", ["named.yaml: SFTConfig.learning_rate is 'fast'", "float"]),
+        ("learning_rate: [0.1]\n", "--pretrain_config", ["TrainingArguments.learning_rate is [0.1]", "float"]),
         ("num_people: 3\n", "--pretrain_config", ["num_people"]),
         ("train_files: [notes.txt]\n", "--pretrain_config", ["sets train_files", "the study needs a world"]),
     ],
@@ -116,21 +142,40 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 
 
 def test_the_error_comes_before_anything_runs_from_a_fresh_process(tmp_path):
-    """The default study with one bad flag, as a user types it: status 2, one line, within the time it takes to
-    import the libraries (pre-training would take minutes), and nothing written."""
+    """The default study as a user types it, with a fine-tune set its world cannot fill (a mistake only the checks
+    of the configs and the world catch, not the dataclass): status 2, one line and nothing written, within seconds
+    of the time it takes a fresh process to import the command (the default pre-training alone takes minutes)."""
+    start = time.perf_counter()
+    imported = subprocess.run(
+        [sys.executable, "-c", "import modeling.cli.study"], env=checkout_env(), cwd=tmp_path, capture_output=True
+    )
+    import_seconds = time.perf_counter() - start
+    assert imported.returncode == 0, imported.stderr
     command = [sys.executable, str(REPO / "scripts" / "study.py"), "--output_dir", str(tmp_path / "study")]
     start = time.perf_counter()
     result = subprocess.run(
-        [*command, "--probe_samples", "0"], capture_output=True, text=True, env=checkout_env(), cwd=tmp_path
+        [*command, "--finetune_size", "100000"], capture_output=True, text=True, env=checkout_env(), cwd=tmp_path
     )
     seconds = time.perf_counter() - start
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip() == (
-        "lstm-lab-study: error: StudyArguments.probe_samples is 0; allowed: a positive number of samples"
+    assert result.stderr.startswith("lstm-lab-study: error: StudyArguments plans full_u0_n100000_none, but ")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "study").exists()
+    # The checks themselves take a fraction of a second; the margin is for a loaded machine.
+    assert seconds < import_seconds + 15, (
+        f"the error came {seconds:.1f} s after the start, imports take {import_seconds:.1f}"
     )
-    assert "Traceback" not in result.stderr and not (tmp_path / "study").exists()
-    # Generous for a slow machine: the imports take 5 to 15 s; the default study's pre-training alone takes minutes.
-    assert seconds < 60, f"the error came after {seconds:.0f} s"
+
+
+def test_an_output_folder_the_study_cannot_use_is_refused_and_kept(tmp_path, capsys):
+    a_file = write(tmp_path / "notes.txt", "mine")
+    with pytest.raises(SystemExit) as stopped:
+        study_cli.main([*TINY, "--output_dir", a_file])
+    assert stopped.value.code == 2 and "output_dir" in capsys.readouterr().err
+    # A folder that holds no study, with --overwrite_output_dir: refused, not deleted.
+    with pytest.raises(SystemExit) as stopped:
+        study_cli.main([*TINY, "--output_dir", str(tmp_path), "--overwrite_output_dir", "true"])
+    assert stopped.value.code == 2
+    assert "would delete" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -184,18 +229,25 @@ def test_the_installed_commands_run(tmp_path):
         ("lstm-lab-sweep", ["--finetune_size", "400"], ["full_u0.5_n400_none", "more people"]),
         ("lstm-lab-make-world", ["--out", "world", "--num_people", "1"], ["num_people=1 has no rows", "raise"]),
         ("lstm-lab-push-world", ["--world", "nowhere", "--repo-id", "a/b"], ["nowhere is not a world"]),
+        (
+            "lstm-lab-pretrain",
+            ["--output_dir", "finished"],
+            ["finished holds a finished run", "--overwrite_output_dir"],
+        ),
     ],
 )
 def test_every_command_stops_a_mistake_with_one_line_and_status_2(command, argv, words, tmp_path, capsys, monkeypatch):
     module = import_module(COMMANDS[command].split(":")[0])
     monkeypatch.chdir(tmp_path)  # anything written with a relative path would land here
+    if "finished" in argv:  # a finished run, which a new one must not overwrite unasked
+        write(Path(mkdir(tmp_path / "finished")) / "metrics.json", "{}")
     with pytest.raises(SystemExit) as stopped:
         module.main([*(TINY_SWEEP if command == "lstm-lab-sweep" else []), *argv])
     assert stopped.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{command}: error: "), lines
     assert all(word in lines[0] for word in words), lines[0]
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.rglob("*")] == (["finished", "metrics.json"] if "finished" in argv else [])
 
 
 # The study and sweep configs: those that name a fine-tuning config (the others are the configs they name).

@@ -191,8 +191,8 @@ def test_the_card_parses_with_its_configs_settings_roles_loading_and_license(dry
 
 
 def regeneration_command(text: str) -> list[str]:
-    """The `python scripts/make_world.py ...` command of a card's text, its continued lines joined, as argv."""
-    lines = text[text.index("python scripts/make_world.py") :].splitlines()
+    """The `lstm-lab-make-world ...` command of a card's text, its continued lines joined, as argv."""
+    lines = text[text.index("lstm-lab-make-world --out") :].splitlines()
     command = lines[0]
     for line in lines[1:]:
         if not command.endswith("\\"):
@@ -203,10 +203,10 @@ def regeneration_command(text: str) -> list[str]:
 
 def test_the_cards_command_regenerates_the_same_world(dry_run, world_dir, tmp_path):
     argv = regeneration_command(DatasetCard.load(dry_run / "README.md").text)
-    assert argv[:4] == ["python", "scripts/make_world.py", "--out", "world"]
+    assert argv[:3] == ["lstm-lab-make-world", "--out", "world"]
     out = tmp_path / "world"
-    done = subprocess.run(
-        [sys.executable, argv[1], "--out", str(out), *argv[4:]],
+    done = subprocess.run(  # the installed command, beside this interpreter
+        [str(Path(sys.executable).parent / argv[0]), "--out", str(out), *argv[3:]],
         cwd=REPO,
         env=checkout_env(),
         capture_output=True,
@@ -355,3 +355,23 @@ def test_a_bad_dataset_repo_id_is_refused_before_anything_is_written(study, tmp_
     err = capsys.readouterr().err
     assert err.startswith("lstm-lab-push: error: ") and "'namespace/name'" in err and "'no-namespace'" in err
     assert not out.exists()
+
+
+def test_a_push_the_hub_refuses_fails_with_one_line_and_status_1(dry_run, world_dir, monkeypatch, capsys):
+    """A token the Hub accepts, a namespace it may not write to: the refusal is a PushError (nothing sent), and the
+    command ends with one line and status 1, not a traceback."""
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr(HfApi, "whoami", lambda self: {"name": "lab-user"})
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("403 Forbidden: you cannot create a repository in this namespace")
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    with pytest.raises(PushError, match="The Hub refused the push to dataset lab-user/people-world: RuntimeError"):
+        push_folder(dry_run, REPO_ID, repo_type="dataset")
+    monkeypatch.setattr(sys, "argv", ["push_world.py", "--world", str(world_dir), "--repo-id", REPO_ID])
+    with pytest.raises(SystemExit) as stop:
+        load_script().main()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lstm-lab-push-world: error: The Hub refused") and err.count("\n") == 1, err

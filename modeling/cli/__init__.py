@@ -28,7 +28,8 @@ from ..run_config import OneLineUsageErrors
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "LSTM_LAB_DEBUG"
 # What a bad setting raises while it is parsed and checked (`parse_run_config`, the dataclasses, the preflights).
-SETTINGS_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, yaml.YAMLError)
+# OSError: a file that is missing, a folder or not readable, an output folder that holds a finished run.
+SETTINGS_ERRORS = (ValueError, OSError, yaml.YAMLError)
 DEBUG_HELP = f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of a settings error."
 
 Settings = TypeVar("Settings")

@@ -13,7 +13,8 @@ from pathlib import Path
 from trl import SFTConfig
 
 from ..run_config import parse_run_config
-from ..training.finetuning import DEFAULTS, FinetuneArguments, finetune
+from ..run_folder import check_output_dir
+from ..training.finetuning import DEFAULTS, FinetuneArguments, finetune, run_inputs
 from . import DEBUG_HELP, run_command
 
 PROG = "lstm-lab-finetune"
@@ -31,6 +32,7 @@ def parse(argv: list[str]) -> tuple[FinetuneArguments, SFTConfig]:
         path = getattr(args, name)
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"FinetuneArguments.{name} is {path!r}; allowed: an existing path")
+    check_output_dir(sft_config.output_dir, args.overwrite_output_dir, run_inputs(args))
     return args, sft_config
 
 

@@ -10,7 +10,8 @@ accelerate launch --config_file configs/accelerate/cpu_2_processes.yaml scripts/
 from transformers import TrainingArguments
 
 from ..run_config import parse_run_config
-from ..training.pretraining import DEFAULTS, PretrainArguments, pretrain, world_config
+from ..run_folder import check_output_dir
+from ..training.pretraining import DEFAULTS, PretrainArguments, pretrain, run_inputs, world_config
 from . import DEBUG_HELP, run_command
 
 PROG = "lstm-lab-pretrain"
@@ -23,6 +24,7 @@ def parse(argv: list[str]) -> tuple[PretrainArguments, TrainingArguments]:
     )
     if args.world_dir is None and args.train_files is None:
         world_config(args)
+    check_output_dir(training_args.output_dir, args.overwrite_output_dir, run_inputs(args))
     return args, training_args
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import shlex
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
@@ -125,7 +126,8 @@ def data_file(config: str, split: str) -> str:
 
 
 def make_world_command(config: WorldConfig, out: str = "world") -> str:
-    """The `scripts/make_world.py` command that regenerates the world of `config` into `out`, every field spelt out."""
+    """The `lstm-lab-make-world` command (`scripts/make_world.py`) that regenerates the world of `config` into `out`,
+    every field spelt out."""
     flags = [
         f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else repr(value)}"
         for name, value in dataclasses.asdict(config).items()
@@ -135,7 +137,7 @@ def make_world_command(config: WorldConfig, out: str = "world") -> str:
         if lines[-1] and len(lines[-1]) + len(flag) >= 96:
             lines.append("")
         lines[-1] = f"{lines[-1]} {flag}".lstrip()
-    return " \\\n    ".join([f"python scripts/make_world.py --out {shlex.quote(out)}", *lines])
+    return " \\\n    ".join([f"lstm-lab-make-world --out {shlex.quote(out)}", *lines])
 
 
 def _one_of(values: list) -> str:
@@ -214,6 +216,7 @@ def build_dataset_card(
             for name, value in dataclasses.asdict(config).items()
         ],
         command=make_world_command(config),
+        version=metadata.version("lstm-hallucination-lab"),
     )
 
 

@@ -71,7 +71,8 @@ def push_folder(
     is created or sent.
 
     Raises:
-        PushError: with no token, in offline mode, or when the Hub cannot be reached or refuses the token.
+        PushError: with no token, in offline mode, when the Hub cannot be reached or refuses the token, or when it
+            refuses to create the repository or take the commit.
     """
     token = token or get_token()
     if not token:
@@ -89,10 +90,16 @@ def push_folder(
             "HF_HUB_OFFLINE and the token, or use --dry-run OUT."
         ) from error
     print(f"push: as {user.get('name', '?')} to {repo_type} {repo_id}", flush=True)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=commit_message
-    )
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=commit_message
+        )
+    except Exception as error:  # a namespace the token may not write to, a refused or failed upload: all one way
+        raise PushError(
+            f"The Hub refused the push to {repo_type} {repo_id}: {type(error).__name__}: {str(error).rstrip('.')}. "
+            "upload_folder makes one commit, so nothing of it was sent"
+        ) from error
     return commit.commit_url
 
 

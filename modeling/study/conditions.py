@@ -140,7 +140,7 @@ def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tup
         overrides["learning_rate"] = args.lora_learning_rate
     overrides |= training_mitigation(condition, args)
     finetune_args, sft_config = parse_run_config(
-        (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, overrides
+        (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, overrides, prog=args.finetune_config
     )
     if args.eval_epochs[-1] != sft_config.num_train_epochs:
         raise ValueError(

@@ -124,7 +124,11 @@ class StudyArguments(RunArguments):
             ("kl_coef", self.kl_coef > 0, "a positive weight"),
             ("replay_fraction", 0 < self.replay_fraction < 1, "a share in (0, 1)"),
             ("probe_temperature", self.probe_temperature > 0, "a positive temperature"),
-            ("lora_learning_rate", (self.lora_learning_rate or 1) > 0, "a positive rate, or None"),
+            (
+                "lora_learning_rate",
+                self.lora_learning_rate is None or self.lora_learning_rate > 0,
+                "a positive rate, or None",
+            ),
             (
                 "training_seeds",
                 _seeds(self.training_seeds) and self.training_seeds,

@@ -8,13 +8,19 @@ A mistake found here costs a second; found at its condition, it would cost the m
 from pathlib import Path
 
 from transformers import TrainingArguments
+from trl import SFTConfig
 
 from ..run_config import parse_run_config
+from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
+from ..training.finetuning import FinetuneArguments
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from ..training.pretraining import PretrainArguments, world_config
 from ..world import draw_finetune_set, generate_world, load_world, to_dataset_dict
 from .conditions import condition_configs, dev_test_splits
 from .config import Run, StudyArguments, plan_conditions
+
+# What a study's output folder holds once it has run (a study over seeds: seed_<S>/pretrain).
+STUDY_MARKS = ("pretrain", "probe.json", "epoch0.json", "conditions", "results.json", "seeds.json")
 
 
 def pretrain_configs(args: StudyArguments, out_dir: Path) -> tuple[PretrainArguments, TrainingArguments]:
@@ -23,9 +29,8 @@ def pretrain_configs(args: StudyArguments, out_dir: Path) -> tuple[PretrainArgum
     overrides: dict = {"output_dir": str(out_dir / "pretrain")}
     if args.seeds:  # a study over seeds: each run draws its own world and initialisation
         overrides |= {"seed": args.seed, "world_seed": args.seed}
-    return parse_run_config(
-        (PretrainArguments, TrainingArguments), [args.pretrain_config], PRETRAIN_DEFAULTS, overrides
-    )
+    types = (PretrainArguments, TrainingArguments)
+    return parse_run_config(types, [args.pretrain_config], PRETRAIN_DEFAULTS, overrides, prog=args.pretrain_config)
 
 
 def check_study(args: StudyArguments) -> None:
@@ -36,7 +41,12 @@ def check_study(args: StudyArguments) -> None:
         FileNotFoundError, ValueError: as `check_world`, and for a fine-tuning setting its dataclass refuses or an
             evaluation schedule that does not end with the fine-tuning's last epoch.
     """
+    check_output(args)
     check_world(args)
+    _, sft_config = parse_run_config(
+        (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, prog=args.finetune_config
+    )
+    check_training(sft_config, args.finetune_config)  # before the runs' schedules divide by its batch
     pretrain_dir = Path(args.output_dir) / "pretrain"
     for condition in plan_conditions(args):  # the settings differ by method and size, not by training seed
         condition_configs(Run(condition, args.training_seeds[0]), args, pretrain_dir)
@@ -54,7 +64,8 @@ def check_world(args: StudyArguments) -> None:
     for name in ("pretrain_config", "finetune_config"):
         if not Path(getattr(args, name)).is_file():
             raise FileNotFoundError(f"StudyArguments.{name} is {getattr(args, name)!r}; allowed: an existing YAML file")
-    pretrain_args, _ = pretrain_configs(args, Path(args.output_dir))
+    pretrain_args, training_args = pretrain_configs(args, Path(args.output_dir))
+    check_training(training_args, args.pretrain_config)
     if pretrain_args.train_files is not None:
         raise ValueError(
             f"{args.pretrain_config} sets train_files: the study needs a world, whose every fact it knows; "
@@ -72,4 +83,44 @@ def check_world(args: StudyArguments) -> None:
             raise ValueError(f"StudyArguments plans {condition.name}, but {error}") from None
 
 
-__all__ = ["check_study", "check_world", "pretrain_configs"]
+def check_training(training_args: TrainingArguments, config_file: str) -> None:
+    """Refuse Trainer settings of `config_file` that would fail or train nothing only once training starts.
+
+    Raises:
+        ValueError: naming the file, the setting, its value and what is allowed.
+    """
+    rules = (
+        ("learning_rate", training_args.learning_rate > 0, "a positive rate"),
+        ("per_device_train_batch_size", training_args.per_device_train_batch_size >= 1, "a positive batch"),
+        ("gradient_accumulation_steps", training_args.gradient_accumulation_steps >= 1, "a positive count"),
+        ("num_train_epochs", training_args.num_train_epochs > 0, "a positive number of epochs"),
+    )
+    for name, holds, allowed in rules:
+        if not holds:
+            raise ValueError(f"{config_file}: {name} is {getattr(training_args, name)!r}; allowed: {allowed}")
+
+
+def check_output(args: StudyArguments) -> None:
+    """Refuse an `output_dir` that is a file, and an overwrite that would delete a folder that is not a study's
+    (`--output_dir . --overwrite_output_dir true` would delete the working folder) or the configs it reads.
+
+    Raises:
+        FileExistsError: if `output_dir` is a file.
+        ValueError: for such an overwrite.
+    """
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"StudyArguments.output_dir {out} is a file; allowed: a folder, or a path to nothing")
+    if not (args.overwrite_output_dir and out.is_dir() and any(out.iterdir())):
+        return
+    if not any((out / mark).exists() for mark in STUDY_MARKS) and not any(out.glob("seed_*/pretrain")):
+        raise ValueError(
+            f"StudyArguments.overwrite_output_dir would delete {out}, which holds no study; allowed: a study's "
+            "output folder, an empty one, or none"
+        )
+    for config in (args.pretrain_config, args.finetune_config):
+        if Path(config).resolve().is_relative_to(out.resolve()):
+            raise ValueError(f"StudyArguments.overwrite_output_dir would delete {out}, which holds {config}")
+
+
+__all__ = ["check_output", "check_study", "check_training", "check_world", "pretrain_configs"]

@@ -183,6 +183,11 @@ def load_sft_dataset(args: FinetuneArguments) -> datasets.Dataset:
     return drawn.rename_column("answer", "completion")
 
 
+def run_inputs(args: FinetuneArguments) -> tuple[str | None, ...]:
+    """What a fine-tuning reads (a model, tokenizer, adapter, data file or world): no overwrite may delete it."""
+    return (args.model_dir, args.tokenizer_dir, args.adapter_dir, args.data_file, args.world_dir)
+
+
 def with_replay(train_dataset: datasets.Dataset, args: FinetuneArguments, seed: int) -> datasets.Dataset:
     """`train_dataset` (prompt/completion rows) with pre-training documents of `args.world_dir` mixed in, so that
     they make up `args.replay_fraction` of the examples (rounded): replay (Zucchet et al. 2025, "How do language
@@ -463,9 +468,8 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
         ValueError: see `build_trainer`; every check runs before training.
     """
-    inputs = (args.model_dir, args.tokenizer_dir, args.adapter_dir, args.data_file, args.world_dir)
     out_dir = prepare_output_dir(
-        sft_config.output_dir, args.overwrite_output_dir, sft_config.process_index == 0, inputs
+        sft_config.output_dir, args.overwrite_output_dir, sft_config.process_index == 0, run_inputs(args)
     )
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     trainer = build_trainer(args, sft_config)

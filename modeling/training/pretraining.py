@@ -118,6 +118,11 @@ class PretrainArguments(RunArguments):
     biography_max_new_tokens: int = field(default=96, metadata={"help": "length of each written biography"})
 
 
+def run_inputs(args: PretrainArguments) -> tuple[str | None, ...]:
+    """What a pre-training reads (a world, a model, a tokenizer, a corpus): no overwrite may delete it."""
+    return (args.world_dir, args.model_dir, args.tokenizer_dir, *(args.train_files or []))
+
+
 def world_config(args: PretrainArguments) -> WorldConfig:
     """The config of the world a pre-training without `world_dir` makes (checked by `WorldConfig` itself)."""
     return WorldConfig(
@@ -284,8 +289,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
         ValueError: for a bad corpus, tokenizer or model (see the functions above), before any training.
     """
     is_main = training_args.process_index == 0
-    inputs = (args.world_dir, args.model_dir, args.tokenizer_dir, *(args.train_files or []))
-    out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main, inputs)
+    out_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir, is_main, run_inputs(args))
     args.num_threads = set_num_threads(args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     world, documents, tokenizer, examples = prepare_corpus(args, training_args)
     torch.manual_seed(training_args.seed)
