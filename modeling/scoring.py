@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets
 import evaluate
 import torch
+from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from .factuality.factuality import classify_answers
@@ -33,11 +34,13 @@ def answer_questions(
     prompts: Sequence[str],
     batch_size: int = 64,
     max_new_tokens: int = 24,
+    progress: str | None = None,
 ) -> tuple[list[str], list[float]]:
     """Greedy answers to `prompts` (in left-padded batches) and, for each, its confidence: the mean log-probability
     (nats, <= 0) of the answer's tokens and of the token that ends it (end of text, or the first newline).
 
     Returns two lists with one entry per prompt: the answers (`parse_answer` of the continuation) and the confidences.
+    `progress` names a console bar over the batches (none by default).
 
     Raises:
         ValueError: if `prompts` is empty.
@@ -48,7 +51,7 @@ def answer_questions(
     answers, confidences = [], []
     # A row stops at its answer's end (see `_answer_length`): what it would generate after that is never read.
     stop_ids = [tokenizer.eos_token_id, *newline_token_ids(tokenizer)]
-    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device):
+    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device, progress):
         output = model.generate(
             **batch,
             do_sample=False,
@@ -68,11 +71,18 @@ def answer_questions(
 
 
 def left_padded_batches(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int, device: torch.device
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    batch_size: int,
+    device: torch.device,
+    progress: str | None = None,
 ) -> Iterator[BatchEncoding]:
+    """`prompts` tokenized in left-padded batches of `batch_size` on `device`; with `progress`, a console bar of that
+    name over the batches (a stage's own; a training run's evaluations show none)."""
     # Left padding, so every prompt of a batch ends where generation starts. The padding side is given per call: the
     # caller's tokenizer (maybe a trainer's, padding on the right) is left as it is.
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in starts if progress is None else tqdm(starts, desc=progress, dynamic_ncols=True):
         prompts_batch = list(prompts[start : start + batch_size])
         yield tokenizer(prompts_batch, return_tensors="pt", padding=True, padding_side="left").to(device)
 
@@ -175,14 +185,15 @@ def continue_prompts(
     prompts: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 64,
+    progress: str | None = None,
     **sampling,
 ) -> list[str]:
     """Continuations of `prompts` (without the prompts), in left-padded batches: greedy, or as `sampling` asks
     (`generate` options such as `do_sample=True, temperature=0.5, num_return_sequences=4`, whose continuations of one
-    prompt come one after another)."""
+    prompt come one after another). `progress` names a console bar over the batches (none by default)."""
     model.eval()
     continuations = []
-    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device):
+    for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device, progress):
         output = model.generate(
             **batch,
             **{"do_sample": False, **sampling},

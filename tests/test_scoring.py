@@ -171,3 +171,14 @@ def test_memorized_biography_is_fully_supported(world_dir, qa_tokenizer):
 def test_biography_of_nobody_is_refused(model, tokenizer):
     with pytest.raises(ValueError, match="No people"):
         score_biographies(model, tokenizer, [])
+
+
+def test_a_stage_shows_one_bar_over_its_batches_and_an_evaluation_none(qa_tokenizer, questions, capsys):
+    model = tiny_model(qa_tokenizer)
+    prompts = [row["prompt"] for row in questions]  # 6 prompts in batches of 4: 2 batches
+    quiet = answer_questions(model, qa_tokenizer, prompts, batch_size=4, max_new_tokens=4)
+    assert capsys.readouterr().err == ""
+    shown = answer_questions(model, qa_tokenizer, prompts, batch_size=4, max_new_tokens=4, progress="epoch 0")
+    bar = capsys.readouterr().err
+    assert "epoch 0" in bar and "2/2" in bar
+    assert shown == quiet  # the bar changes nothing of what is answered

@@ -66,7 +66,7 @@ def probe_knowledge(
     if max_new_tokens is None:
         values = sorted({f" {fact['value']}" for fact in facts})
         max_new_tokens = 2 + max(len(ids) for ids in tokenizer(values, add_special_tokens=False)["input_ids"])
-    greedy = continue_prompts(model, tokenizer, prompts, max_new_tokens, batch_size)
+    greedy = continue_prompts(model, tokenizer, prompts, max_new_tokens, batch_size, progress="probe: greedy")
     sampled = []
     if num_samples:
         torch.manual_seed(seed)
@@ -76,6 +76,7 @@ def probe_knowledge(
             prompts,
             max_new_tokens,
             batch_size,
+            progress="probe: sampled",
             do_sample=True,
             temperature=temperature,
             top_k=0,

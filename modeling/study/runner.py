@@ -217,7 +217,9 @@ def epoch0_stage(
         p for group in ("known", "unknown") for role in ROLES for p in splits[qa_split_name(group, role)]["prompt"]
     ]
     model, tokenizer = load_model_and_tokenizer(pretrain_dir / "model")
-    answers, confidences = answer_questions(model, tokenizer, prompts, sft_config.per_device_eval_batch_size)
+    answers, confidences = answer_questions(
+        model, tokenizer, prompts, sft_config.per_device_eval_batch_size, progress="epoch 0"
+    )
     epoch0 = {
         prompt: (answer, confidence) for prompt, answer, confidence in zip(prompts, answers, confidences, strict=True)
     }
