@@ -15,6 +15,7 @@ from helpers import REPO, checkout_env
 
 from modeling.cli import DEBUG_ENV
 from modeling.cli import study as study_cli
+from modeling.world import WorldConfig, generate_world, save_world
 
 TINY = [str(REPO / "configs" / "study" / "tiny.yaml")]
 TINY_SWEEP = [str(REPO / "configs" / "study" / "sweep.yaml"), "--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
@@ -228,6 +229,7 @@ def test_the_installed_commands_run(tmp_path):
         ("lstm-lab-sweep", ["--batch_sizes", "0"], ["batch_sizes must be positive"]),
         ("lstm-lab-sweep", ["--finetune_size", "400"], ["full_u0.5_n400_none", "more people"]),
         ("lstm-lab-make-world", ["--out", "world", "--num_people", "1"], ["num_people=1 has no rows", "raise"]),
+        ("lstm-lab-make-world", ["--out", "finished"], ["finished already exists", "a new or empty folder"]),
         ("lstm-lab-push-world", ["--world", "nowhere", "--repo-id", "a/b"], ["nowhere is not a world"]),
         (
             "lstm-lab-pretrain",
@@ -266,4 +268,43 @@ def test_every_committed_config_passes_its_commands_checks(config, tmp_path, mon
         assert import_module("modeling.cli.sweep").parse([path]).regimes()
     else:
         assert study_cli.parse([path] if config in RUN_CONFIGS else []).training_seeds
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("world") / "world"
+    save_world(generate_world(WorldConfig(num_people=20, seed=3)), folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "command, flags, words",
+    [
+        ("finetune", ["--finetune_size", "0"], ["size must be a positive integer, got 0"]),
+        ("finetune", ["--learning_rate", "-1"], ["learning_rate is -1.0", "a positive rate"]),
+        ("finetune", ["--adapter_dir", "."], ["adapter_dir is set but use_lora is not"]),
+        ("finetune", ["--eval_strategy", "epoch", "--metric_for_best_model", "eval_nonsense"], ["'eval_nonsense'"]),
+        ("finetune", ["--world_dir", "."], ["is not a world"]),
+        ("pretrain", ["--vocab_size", "100"], ["vocab_size is 100", "at least 258"]),
+        ("pretrain", ["--model_type", "nosuchmodel"], ["model_type 'nosuchmodel'"]),
+        ("pretrain", ["--hidden_size", "-5"], ["hidden_size must be a positive integer"]),
+        ("pretrain", ["--train_files", "nothere.txt"], ["'nothere.txt', which is not there"]),
+        ("pretrain", ["--per_device_train_batch_size", "0"], ["per_device_train_batch_size is 0"]),
+    ],
+)
+def test_training_commands_check_their_settings_before_writing_or_training(
+    command, flags, words, world_dir, tmp_path, capsys, monkeypatch
+):
+    """The pre-training and fine-tuning commands refuse what their runs would refuse later (after writing a world,
+    or at the first step or evaluation), and write nothing."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--output_dir", "out"]
+    if command == "finetune":  # an existing folder stands in for the model: the checks do not load it
+        base += ["--model_dir", str(world_dir), "--world_dir", str(world_dir), "--finetune_size", "6"]
+    with pytest.raises(SystemExit) as stopped:
+        import_module(f"modeling.cli.{command}").main([*base, *flags])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), lines
     assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ python scripts/make_world.py --out worlds/default --num_people 1000 --seed 0    
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..run_config import parse_run_config
 from ..world import World, WorldConfig, generate_world, load_world_datasets, save_world, to_dataset_dict
@@ -19,11 +20,14 @@ class OutputArguments:
 
 
 def parse(argv: list[str]) -> tuple[OutputArguments, World]:
-    """The output folder and the world from `argv`: its config checked by `WorldConfig`, its splits by
-    `to_dataset_dict` (none may be empty)."""
+    """The output folder (new or empty: a world is never written over another) and the world from `argv`: its config
+    checked by `WorldConfig`, its splits by `to_dataset_dict` (none may be empty)."""
     output, config = parse_run_config(
         (OutputArguments, WorldConfig), argv, description=f"{__doc__}\n{DEBUG_HELP}", prog=PROG
     )
+    out = Path(output.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out} already exists and is not an empty folder; allowed: a new or empty folder")
     world = generate_world(config)
     to_dataset_dict(world)
     return output, world

@@ -11,19 +11,18 @@ from transformers import TrainingArguments
 
 from ..run_config import parse_run_config
 from ..run_folder import check_output_dir
-from ..training.pretraining import DEFAULTS, PretrainArguments, pretrain, run_inputs, world_config
+from ..training.pretraining import DEFAULTS, PretrainArguments, check_pretraining, pretrain, run_inputs
 from . import DEBUG_HELP, run_command
 
 PROG = "lstm-lab-pretrain"
 
 
 def parse(argv: list[str]) -> tuple[PretrainArguments, TrainingArguments]:
-    """The pre-training settings from `argv`, the world a run without `world_dir` would make included."""
+    """The pre-training settings from `argv`, checked (`check_pretraining`) with the output folder."""
     args, training_args = parse_run_config(
         (PretrainArguments, TrainingArguments), argv, DEFAULTS, description=f"{__doc__}\n{DEBUG_HELP}", prog=PROG
     )
-    if args.world_dir is None and args.train_files is None:
-        world_config(args)
+    check_pretraining(args, training_args)
     check_output_dir(training_args.output_dir, args.overwrite_output_dir, run_inputs(args))
     return args, training_args
 

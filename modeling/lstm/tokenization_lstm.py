@@ -12,6 +12,8 @@ from transformers import TokenizersBackend
 PAD_TOKEN = "<|pad|>"
 # As in GPT-2, one token ends a document and starts the next, and stands for the (never needed) unknown token.
 EOS_TOKEN = "<|endoftext|>"
+# The two special tokens and the 256 bytes every text is spelt in.
+MIN_VOCAB_SIZE = 2 + len(pre_tokenizers.ByteLevel.alphabet())
 
 
 class LSTMTokenizer(TokenizersBackend):
@@ -42,9 +44,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     Raises:
         ValueError: if `vocab_size` is below 258, the two special tokens plus the 256 bytes.
     """
-    num_reserved = 2 + len(pre_tokenizers.ByteLevel.alphabet())
-    if vocab_size < num_reserved:
-        raise ValueError(f"vocab_size must be at least {num_reserved} (2 special tokens + 256 bytes), got {vocab_size}")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} (2 special tokens + 256 bytes), got {vocab_size}"
+        )
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -66,4 +69,4 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     )
 
 
-__all__ = ["LSTMTokenizer", "train_tokenizer"]
+__all__ = ["MIN_VOCAB_SIZE", "LSTMTokenizer", "train_tokenizer"]

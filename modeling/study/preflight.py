@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 from trl import SFTConfig
 
 from ..run_config import parse_run_config
+from ..training.defaults import check_trainer_settings
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments
 from ..training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
@@ -46,7 +47,7 @@ def check_study(args: StudyArguments) -> None:
     _, sft_config = parse_run_config(
         (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, prog=args.finetune_config
     )
-    check_training(sft_config, args.finetune_config)  # before the runs' schedules divide by its batch
+    check_trainer_settings(sft_config, args.finetune_config)  # before the runs' schedules divide by its batch
     pretrain_dir = Path(args.output_dir) / "pretrain"
     for condition in plan_conditions(args):  # the settings differ by method and size, not by training seed
         condition_configs(Run(condition, args.training_seeds[0]), args, pretrain_dir)
@@ -65,7 +66,7 @@ def check_world(args: StudyArguments) -> None:
         if not Path(getattr(args, name)).is_file():
             raise FileNotFoundError(f"StudyArguments.{name} is {getattr(args, name)!r}; allowed: an existing YAML file")
     pretrain_args, training_args = pretrain_configs(args, Path(args.output_dir))
-    check_training(training_args, args.pretrain_config)
+    check_trainer_settings(training_args, args.pretrain_config)
     if pretrain_args.train_files is not None:
         raise ValueError(
             f"{args.pretrain_config} sets train_files: the study needs a world, whose every fact it knows; "
@@ -81,23 +82,6 @@ def check_world(args: StudyArguments) -> None:
             draw_finetune_set(world, condition.finetune_size, condition.fraction_unknown, seed=0)
         except ValueError as error:
             raise ValueError(f"StudyArguments plans {condition.name}, but {error}") from None
-
-
-def check_training(training_args: TrainingArguments, config_file: str) -> None:
-    """Refuse Trainer settings of `config_file` that would fail or train nothing only once training starts.
-
-    Raises:
-        ValueError: naming the file, the setting, its value and what is allowed.
-    """
-    rules = (
-        ("learning_rate", training_args.learning_rate > 0, "a positive rate"),
-        ("per_device_train_batch_size", training_args.per_device_train_batch_size >= 1, "a positive batch"),
-        ("gradient_accumulation_steps", training_args.gradient_accumulation_steps >= 1, "a positive count"),
-        ("num_train_epochs", training_args.num_train_epochs > 0, "a positive number of epochs"),
-    )
-    for name, holds, allowed in rules:
-        if not holds:
-            raise ValueError(f"{config_file}: {name} is {getattr(training_args, name)!r}; allowed: {allowed}")
 
 
 def check_output(args: StudyArguments) -> None:
@@ -123,4 +107,4 @@ def check_output(args: StudyArguments) -> None:
             raise ValueError(f"StudyArguments.overwrite_output_dir would delete {out}, which holds {config}")
 
 
-__all__ = ["check_output", "check_study", "check_training", "check_world", "pretrain_configs"]
+__all__ = ["check_output", "check_study", "check_world", "pretrain_configs"]

@@ -1,6 +1,8 @@
-"""The Trainer settings that pre-training and fine-tuning both start from; each adds its own (see their DEFAULTS)."""
+"""The Trainer settings that pre-training and fine-tuning both start from (each adds its own: see their DEFAULTS),
+and the check of those a run cannot do without."""
 
 import torch
+from transformers import TrainingArguments
 
 COMMON_DEFAULTS = dict(
     per_device_eval_batch_size=64,
@@ -14,4 +16,24 @@ COMMON_DEFAULTS = dict(
     ddp_find_unused_parameters=False,
 )
 
-__all__ = ["COMMON_DEFAULTS"]
+
+def check_trainer_settings(training_args: TrainingArguments, where: str) -> None:
+    """Refuse Trainer settings that would fail, or train nothing, only once training starts (AdamW refuses a
+    negative rate at its first step; a batch of 0 divides by zero in the study's schedules).
+
+    Raises:
+        ValueError: naming `where` (a config file, or the settings' class), the setting, its value and what is
+            allowed.
+    """
+    rules = (
+        ("learning_rate", training_args.learning_rate > 0, "a positive rate"),
+        ("per_device_train_batch_size", training_args.per_device_train_batch_size >= 1, "a positive batch"),
+        ("gradient_accumulation_steps", training_args.gradient_accumulation_steps >= 1, "a positive count"),
+        ("num_train_epochs", training_args.num_train_epochs > 0, "a positive number of epochs"),
+    )
+    for name, holds, allowed in rules:
+        if not holds:
+            raise ValueError(f"{where}: {name} is {getattr(training_args, name)!r}; allowed: {allowed}")
+
+
+__all__ = ["COMMON_DEFAULTS", "check_trainer_settings"]

@@ -27,11 +27,19 @@ from ..lstm.modeling_lstm import check_tokenizer_fits
 from ..run_config import RunArguments
 from ..run_folder import prepare_output_dir, write_run_record
 from ..threads import set_num_threads
-from ..world import PRETRAIN_SPLIT, draw_finetune_set, load_world, load_world_datasets, qa_split_name
+from ..world import (
+    KNOWLEDGE_BASE_FILE,
+    KNOWLEDGE_CATEGORIES,
+    PRETRAIN_SPLIT,
+    draw_finetune_set,
+    load_world,
+    load_world_datasets,
+    qa_split_name,
+)
 from .architectures import check_fits_positions, default_lora_target_modules, default_lora_target_parameters
 from .console import factuality_summary, use_console_progress
-from .defaults import COMMON_DEFAULTS
-from .factuality_trainer import FactualitySFTTrainer
+from .defaults import COMMON_DEFAULTS, check_trainer_settings
+from .factuality_trainer import FIGURES, FactualitySFTTrainer
 from .kl_penalty import KL_POSITIONS
 
 
@@ -381,6 +389,52 @@ def build_trainer(
     return trainer
 
 
+def check_finetuning(args: FinetuneArguments, sft_config: SFTConfig) -> None:
+    """What a fine-tuning's settings can be checked for without loading the model: the Trainer settings, every
+    input it names, the examples it would train on (the data file's lines, or the draw from the world), an adapter
+    only with LoRA, early stopping's needs and the figure `metric_for_best_model` names.
+
+    Raises:
+        FileNotFoundError: for an input that is not there, or a world_dir that is not a world.
+        ValueError: naming the setting, its value and what is allowed.
+    """
+    check_trainer_settings(sft_config, "SFTConfig")
+    names = ("model_dir", "tokenizer_dir", "adapter_dir", "data_file", *(() if args.data_file else ("world_dir",)))
+    for name in names:
+        path = getattr(args, name)
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"FinetuneArguments.{name} is {path!r}; allowed: an existing path")
+    world = None if args.data_file else args.world_dir
+    if world is not None and not (Path(world) / KNOWLEDGE_BASE_FILE).is_file():
+        raise FileNotFoundError(f"FinetuneArguments.world_dir {world} is not a world (no {KNOWLEDGE_BASE_FILE})")
+    load_sft_dataset(args)
+    if args.adapter_dir is not None and not args.use_lora:
+        raise ValueError("FinetuneArguments.adapter_dir is set but use_lora is not; allowed: set use_lora true too")
+    check_early_stopping(args, sft_config)
+    check_metric_name(sft_config.metric_for_best_model, [] if args.data_file else args.factuality_sets)
+
+
+def check_metric_name(metric: str | None, factuality_sets: list[str]) -> None:
+    """Refuse a `metric_for_best_model` no evaluation logs (the Trainer would fail at the first evaluation).
+
+    Raises:
+        ValueError: naming the metric and the figures there will be.
+    """
+    if metric is None:
+        return
+    figures = ["loss"] + [
+        f"{name}_{category}{figure}"
+        for name in factuality_sets
+        for category in ("", *(f"{c}_" for c in KNOWLEDGE_CATEGORIES))
+        for figure in FIGURES
+    ]
+    if metric.removeprefix("eval_") not in figures:
+        raise ValueError(
+            f"SFTConfig.metric_for_best_model is {metric!r}, which no evaluation logs; allowed: eval_loss or "
+            f"eval_<set>_<figure> with a set of {factuality_sets} and a figure of {list(FIGURES)}"
+        )
+
+
 def check_early_stopping(args: FinetuneArguments, sft_config: SFTConfig) -> None:
     """Refuse `early_stopping_patience` without what `EarlyStoppingCallback` needs, before any training (the
     callback itself would only assert it once training starts).
@@ -510,6 +564,10 @@ __all__ = [
     "DEFAULTS",
     "FinetuneArguments",
     "build_trainer",
+    "check_finetuning",
+    "check_metric_name",
+    "run_inputs",
+    "with_replay",
     "check_early_stopping",
     "check_lora_settings",
     "check_lora_targets",

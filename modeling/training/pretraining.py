@@ -19,6 +19,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -29,12 +30,13 @@ from ..checkpoints import save_atomically
 from ..files import write_json
 from ..lstm.configuration_lstm import LSTMConfig
 from ..lstm.modeling_lstm import LSTMForCausalLM, check_tokenizer_fits
-from ..lstm.tokenization_lstm import train_tokenizer
+from ..lstm.tokenization_lstm import MIN_VOCAB_SIZE, train_tokenizer
 from ..run_config import RunArguments
 from ..run_folder import prepare_output_dir, write_run_record
 from ..scoring import score_biographies
 from ..threads import set_num_threads
 from ..world import (
+    KNOWLEDGE_BASE_FILE,
     PRETRAIN_SPLIT,
     World,
     WorldConfig,
@@ -42,11 +44,12 @@ from ..world import (
     load_world,
     load_world_datasets,
     save_world,
+    to_dataset_dict,
 )
 from .architectures import build_config, check_fits_positions, is_lstm
 from .console import loss_summary, use_console_progress
 from .corpus import build_examples, load_corpus
-from .defaults import COMMON_DEFAULTS
+from .defaults import COMMON_DEFAULTS, check_trainer_settings
 from .plots import plot_loss_curves
 from .precision import float32_forward
 
@@ -201,6 +204,62 @@ def load_tokenizer(args: PretrainArguments, train_documents: datasets.Dataset) -
     return tokenizer
 
 
+def new_model_config(args: PretrainArguments, vocab_size: int, **token_ids: int | None) -> PreTrainedConfig:
+    """The config of a new model of `args.model_type` sized by `args`: an `LSTMConfig`, or a transformers
+    architecture's (`build_config`).
+
+    Raises:
+        ValueError: for a `model_type` or sizes that cannot be built (the configs check them).
+    """
+    if is_lstm(args.model_type):
+        return LSTMConfig(
+            vocab_size=vocab_size,
+            embedding_dim=args.embedding_dim,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            dropout=args.dropout,
+            **token_ids,
+        )
+    return build_config(
+        args.model_type,
+        vocab_size=vocab_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_attention_heads=args.num_attention_heads,
+        max_position_embeddings=args.max_position_embeddings,
+        dropout=args.dropout,
+        **token_ids,
+    )
+
+
+def check_pretraining(args: PretrainArguments, training_args: TrainingArguments) -> None:
+    """What a pre-training's settings can be checked for before it writes or trains anything: the Trainer settings,
+    the corpus or world it reads (or the world it would make: no split empty), the tokenizer's size and the config
+    of the model it would build.
+
+    Raises:
+        FileNotFoundError: for a corpus file, world, model or tokenizer that is not there.
+        ValueError: naming the setting, its value and what is allowed.
+    """
+    check_trainer_settings(training_args, "TrainingArguments")
+    if args.train_files is not None and args.world_dir is not None:
+        raise ValueError("Give train_files (your corpus) or world_dir (a world's biographies), not both")
+    for path in [*(args.train_files or []), args.model_dir, args.tokenizer_dir]:
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"PretrainArguments names {path!r}, which is not there; allowed: an existing path")
+    if args.world_dir is not None and not (Path(args.world_dir) / KNOWLEDGE_BASE_FILE).is_file():
+        raise FileNotFoundError(
+            f"PretrainArguments.world_dir {args.world_dir} is not a world (no {KNOWLEDGE_BASE_FILE}); allowed: a "
+            "folder lstm-lab-make-world wrote"
+        )
+    if args.world_dir is None and args.train_files is None:
+        to_dataset_dict(generate_world(world_config(args)))  # the world it would make: refused if a split is empty
+    if args.model_dir is None:
+        if args.tokenizer_dir is None and args.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"PretrainArguments.vocab_size is {args.vocab_size}; allowed: at least {MIN_VOCAB_SIZE}")
+        new_model_config(args, max(args.vocab_size, MIN_VOCAB_SIZE), pad_token_id=0, eos_token_id=1)
+
+
 def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """The model of `args.model_dir` to continue, or a new one of `args.model_type` sized by `args` for `tokenizer`:
     our LSTM, or a transformers architecture built from scratch by `AutoModelForCausalLM.from_config`.
@@ -218,27 +277,9 @@ def build_model(args: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> 
         # Our LSTM checks the tokenizer saved with it as it loads; a transformers model loads without a look.
         check_tokenizer_fits(model.config, args.tokenizer_dir or args.model_dir)
     elif is_lstm(args.model_type):
-        config = LSTMConfig(
-            vocab_size=len(tokenizer),
-            embedding_dim=args.embedding_dim,
-            hidden_size=args.hidden_size,
-            num_layers=args.num_layers,
-            dropout=args.dropout,
-            **special_ids,
-        )
-        model = LSTMForCausalLM(config)
+        model = LSTMForCausalLM(new_model_config(args, len(tokenizer), **special_ids))
     else:
-        config = build_config(
-            args.model_type,
-            vocab_size=len(tokenizer),
-            hidden_size=args.hidden_size,
-            num_layers=args.num_layers,
-            num_attention_heads=args.num_attention_heads,
-            max_position_embeddings=args.max_position_embeddings,
-            dropout=args.dropout,
-            **special_ids,
-        )
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(new_model_config(args, len(tokenizer), **special_ids))
     check_fits_positions(model.config, args.max_length, "max_length (the longest training sequence)")
     return model
 
@@ -352,6 +393,10 @@ __all__ = [
     "DEFAULTS",
     "PretrainArguments",
     "build_model",
+    "check_pretraining",
+    "new_model_config",
+    "run_inputs",
+    "world_config",
     "load_documents",
     "load_tokenizer",
     "pretrain",
