@@ -6,6 +6,7 @@ traced back to the exact settings that produced it.
 
 import argparse
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -103,15 +104,24 @@ def parse_run_config(
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(
-            f"Unknown configuration keys {unknown}; the known keys are the fields of "
-            f"{', '.join(cls.__name__ for cls in dataclass_types)}"
+            f"Unknown configuration keys {unknown}{_did_you_mean(unknown[0], known)}; the known keys are the fields "
+            f"of {', '.join(cls.__name__ for cls in dataclass_types)}"
         )
+    for flag in (arg.split("=")[0] for arg in argv if arg.startswith("--")):
+        name = flag[2:].replace("-", "_")
+        if name not in {*known, "help"} and name.removeprefix("no_") not in known:  # `--no_x`: a true flag set false
+            raise ValueError(f"{flag} is no setting{_did_you_mean(name, known)} (--help lists every setting)")
     settings = _resolve_auto(settings)
     for cls in dataclass_types:  # before the dataclasses' own checks, which assume the types
         fields = {f.name for f in dataclasses.fields(cls)}
         check_types(cls, {k: v for k, v in settings.items() if k in fields}, dict.fromkeys(from_file, config_file))
     parser.set_defaults(**settings)
     return parser.parse_args_into_dataclasses(args=_resolve_auto_flags(argv))
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def find_config(path: str) -> str:

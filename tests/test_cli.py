@@ -34,7 +34,10 @@ def write(path, text: str) -> str:
 
 # (flags after the tiny study's config, words the one line must hold: the setting, the value, what is allowed)
 MISTAKES = {
-    "unknown flag": (["--unknown_fraction", "0.5"], ["--unknown_fraction", "0.5"]),
+    "unknown flag": (
+        ["--unknown_fraction", "0.5"],
+        ["--unknown_fraction is no setting", "did you mean unknown_fractions?"],
+    ),
     "flag of the wrong type": (["--probe_samples", "many"], ["--probe_samples", "invalid int value", "'many'"]),
     "no probe samples": (["--probe_samples", "0"], ["probe_samples is 0", "allowed: a positive number"]),
     "zero temperature": (["--probe_temperature", "0"], ["probe_temperature is 0.0", "a positive temperature"]),

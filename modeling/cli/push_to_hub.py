@@ -7,9 +7,9 @@ results (hub_card.md), its plots, and a LoRA adapter with its own card when give
   lstm-lab-push --model-dir runs/study/best/model --repo-id you/lstm-lab
   # naming the dataset its world was published as (lstm-lab-push-world) on the card:
   lstm-lab-push --model-dir runs/study/best/model --repo-id you/lstm-lab --dataset-repo-id you/lstm-lab-world
-  # the pre-trained model with a LoRA adapter of the study in adapter/:
-  lstm-lab-push --model-dir runs/study/pretrain/model \\
-      --adapter runs/study/conditions/lora_u0_n240_none/seed_0/adapter \\
+  # the pre-trained model with a LoRA adapter of a study that ran LoRA (configs/study/full.yaml) in adapter/:
+  lstm-lab-push --model-dir runs/study_full/pretrain/model \\
+      --adapter runs/study_full/conditions/lora_u0_n240_none/seed_0/adapter \\
       --repo-id you/lstm-lab-lora --dry-run runs/hub/lora
   python scripts/push_to_hub.py ...     # the same, from a checkout
 
@@ -56,8 +56,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not (args.model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model-dir {args.model_dir} is not a saved model: it has no config.json")
     args.study = args.study or find_study(args.model_dir)
-    if find_study_model(args.study, args.model_dir).condition is not None and args.base_model is None:
-        print("note: the card names a fine-tuned model's base model only with --base-model ID", flush=True)
+    args.fine_tuned = find_study_model(args.study, args.model_dir).condition is not None
     return args
 
 
@@ -87,6 +86,8 @@ def push(args: argparse.Namespace) -> None:
         )
 
     publish(write, args.repo_id, "model", args.private, args.dry_run)
+    if args.fine_tuned and args.base_model is None:  # after the work: an error, if any, stays one line
+        print("note: the card names a fine-tuned model's base model only with --base-model ID", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Run the study, the main job: pre-train, probe, fine-tune every condition, then write the records, results, plots
 and report (see docs/study.md).
 
-  lstm-lab-study                                     # the default study (15 minutes on 2 CPU cores)
+  lstm-lab-study                                     # the default study (about 10 minutes on 2 CPU cores)
   lstm-lab-study configs/study/tiny.yaml             # another study config
   lstm-lab-study configs/study/tiny.yaml --thin_sizes 2 3     # flags override the file
   python scripts/study.py configs/study/tiny.yaml    # the same, from a checkout
