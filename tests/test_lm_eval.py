@@ -17,6 +17,7 @@ from lm_eval.tasks import TaskManager
 
 from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 from modeling.factuality.world_schema import parse_answer
+from modeling.publishing.dataset_folder import write_dataset_folder
 from modeling.scoring import score_questions
 from modeling.study.conditions import dev_test_splits
 from modeling.world import load_world_datasets
@@ -37,16 +38,9 @@ def harness_utils():
 
 @pytest.fixture(scope="module")
 def pushed_world(study, tmp_path_factory) -> Path:
-    """The study's world as scripts/push_world.py lays it out: one parquet file per QA split and a README whose
+    """The study's world as `lstm-lab-push-world` sends it (its --dry-run folder): parquet files and a card whose
     `configs:` name them, config `qa` the default (what `datasets.load_dataset(folder, "qa")` reads)."""
-    folder = tmp_path_factory.mktemp("pushed_world")
-    splits = load_world_datasets(study / "pretrain" / "world")
-    names = [name for name in splits if name.startswith("qa_")]
-    for name in names:
-        splits[name].to_parquet(folder / "data" / "qa" / f"{name}.parquet")
-    files = "".join(f"  - split: {name}\n    path: data/qa/{name}.parquet\n" for name in names)
-    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: qa\n  default: true\n  data_files:\n{files}---\n")
-    return folder
+    return write_dataset_folder(tmp_path_factory.mktemp("pushed") / "world", study, "lab-user/people-world")
 
 
 @pytest.fixture(scope="module")
