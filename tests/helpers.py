@@ -1,5 +1,7 @@
 """Helpers shared by the test files (fixtures live in conftest.py)."""
 
+import hashlib
+import importlib.util
 import os
 import signal
 import socket
@@ -125,3 +127,20 @@ def tiny_args(out: Path, *flags: str) -> StudyArguments:
     argv += ["--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
     argv += ["--finetune_config", str(REPO / "configs" / "study" / "finetune_tiny.yaml"), *flags]
     return parse_run_config((StudyArguments,), argv)[0]
+
+
+def load_script(path: Path):
+    """The script at `path` imported as a module (its `main` then runs in this process, under monkeypatches)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with the SHA-256 of its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

@@ -4,8 +4,6 @@ world's rows in the world's order), its card parses and its regeneration command
 names the dataset pushed, or none."""
 
 import dataclasses
-import hashlib
-import importlib.util
 import json
 import os
 import shlex
@@ -18,7 +16,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 from datasets import Features
-from helpers import checkout_env
+from helpers import checkout_env, load_script, snapshot
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, ModelCard
 
 from modeling.publishing.card import WORLD_DATASET_TYPE
@@ -59,22 +57,6 @@ def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], env=checkout_env(**env), capture_output=True, text=True, timeout=300
     )
-
-
-def load_script(path: Path = SCRIPT):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` by relative path, with the SHA-256 of its bytes."""
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +225,7 @@ def test_a_push_sends_exactly_the_dry_run_folder_to_a_dataset_repo_in_one_commit
 
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr(sys, "argv", ["push_world.py", "--world", str(world_dir), "--repo-id", REPO_ID, "--private"])
-    load_script().main()
+    load_script(SCRIPT).main()
     assert sent["created"] == (REPO_ID, {"repo_type": "dataset", "private": True, "exist_ok": True})
     ((repo_id, files, kw),) = sent["uploads"]
     assert repo_id == REPO_ID and kw["repo_type"] == "dataset"
@@ -261,7 +243,7 @@ def test_a_push_without_a_token_raises_push_error_and_sends_nothing(dry_run, wor
         push_folder(dry_run, REPO_ID, repo_type="dataset")
     monkeypatch.setattr(sys, "argv", ["push_world.py", "--world", str(world_dir), "--repo-id", REPO_ID])
     with pytest.raises(SystemExit) as stop:
-        load_script().main()
+        load_script(SCRIPT).main()
     assert stop.value.code == 1  # the push failed; the inputs were fine
     err = capsys.readouterr().err
     assert err.startswith("lstm-lab-push-world: error: No Hugging Face token") and "Nothing was uploaded" in err
@@ -270,7 +252,7 @@ def test_a_push_without_a_token_raises_push_error_and_sends_nothing(dry_run, wor
 
 
 def test_bad_inputs_exit_with_one_line_naming_the_problem_and_write_nothing(world_dir, tmp_path, monkeypatch, capsys):
-    script = load_script()
+    script = load_script(SCRIPT)
 
     def fails(*args: str) -> str:
         monkeypatch.setattr(sys, "argv", ["push_world.py", *args])
@@ -371,7 +353,7 @@ def test_a_push_the_hub_refuses_fails_with_one_line_and_status_1(dry_run, world_
         push_folder(dry_run, REPO_ID, repo_type="dataset")
     monkeypatch.setattr(sys, "argv", ["push_world.py", "--world", str(world_dir), "--repo-id", REPO_ID])
     with pytest.raises(SystemExit) as stop:
-        load_script().main()
+        load_script(SCRIPT).main()
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("lstm-lab-push-world: error: The Hub refused") and err.count("\n") == 1, err

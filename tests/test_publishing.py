@@ -3,8 +3,6 @@ loads standalone (fresh process, no package, offline) with the Auto classes, `pi
 parses with huggingface_hub and carries the study's own figures."""
 
 import dataclasses
-import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import checkout_env
+from helpers import checkout_env, load_script, snapshot
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
@@ -35,22 +33,6 @@ def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], env=checkout_env(**env), capture_output=True, text=True, timeout=300
     )
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("push_to_hub", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` by relative path, with the SHA-256 of its bytes."""
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def conditions(study: Path) -> dict[str, dict]:
@@ -269,7 +251,7 @@ def test_a_push_sends_exactly_the_dry_run_folder_in_one_commit(dry_run, study, m
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     argv = ["push_to_hub.py", "--model-dir", str(study / "best" / "model"), "--repo-id", "lab-user/lstm-lab"]
     monkeypatch.setattr(sys, "argv", [*argv, "--base-model", "lab-user/lstm-lab-pretrained", "--private"])
-    load_script().main()
+    load_script(SCRIPT).main()
     assert sent["created"] == ("lab-user/lstm-lab", {"repo_type": "model", "private": True, "exist_ok": True})
     ((repo_id, files, kw),) = sent["uploads"]
     assert repo_id == "lab-user/lstm-lab" and kw["repo_type"] == "model"
@@ -297,7 +279,7 @@ def test_a_push_without_token_or_network_fails_clearly_and_sends_nothing(study, 
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(study, tmp_path, monkeypatch, capsys):
-    script = load_script()
+    script = load_script(SCRIPT)
 
     def fails(*args: str) -> str:
         monkeypatch.setattr(sys, "argv", ["push_to_hub.py", *args])
