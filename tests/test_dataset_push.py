@@ -304,10 +304,15 @@ def test_a_model_card_names_the_dataset_pushed(study, tmp_path, monkeypatch):
         monkeypatch, "--model-dir", str(study / "pretrain" / "model"), "--adapter", str(study / lora),
         "--repo-id", "lab-user/lstm-lab", "--dataset-repo-id", "you/world", "--dry-run", str(out),
     )  # fmt: skip
+    # The configs and splits of that dataset, as the world's push writes them.
+    pushed = DatasetCard.load(write_dataset_folder(tmp_path / "world", study, "you/world") / "README.md")
+    splits = {c["config_name"]: {f["split"] for f in c["data_files"]} for c in pushed.data.to_dict()["configs"]}
     for readme in (out / "README.md", out / "adapter" / "README.md"):
         card = ModelCard.load(readme)
         assert card.data.to_dict()["datasets"] == ["you/world"]
         assert card.data.eval_results and {r.dataset_type for r in card.data.eval_results} == {"you/world"}
+        for result in card.data.eval_results:  # each names a config and split(s) the dataset has
+            assert set(result.dataset_split.split("+")) <= splits[result.dataset_config], result
 
 
 def test_a_model_card_names_no_dataset_without_one(study, tmp_path, monkeypatch):

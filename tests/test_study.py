@@ -584,8 +584,12 @@ def test_the_kl_penalty_and_replay_run_as_mitigations_and_are_compared_with_the_
     finetune_config.write_text(
         (REPO / "configs/study/finetune_tiny.yaml").read_text().replace("max_length: 128", "max_length: 512")
     )
-    flags += ["--finetune_config", str(finetune_config)]
     flags += ["--mitigations", "kl_penalty", "replay", "--training_seeds", "0", "--kl_coef", "2.0"]
+    # At 128 tokens the replay run could not train them: refused once the tokenizer exists, before any fine-tuning.
+    with pytest.raises(ValueError, match=r"finetune_tiny.yaml: max_length is 128, but the replay mitigation"):
+        run_study(tiny_args(tmp_path / "study", *flags))
+    assert (tmp_path / "study" / "pretrain" / "model").is_dir() and not (tmp_path / "study" / "conditions").exists()
+    flags += ["--finetune_config", str(finetune_config)]
     out = run_study(tiny_args(tmp_path / "study", *flags))
     results = json.loads((out / "results.json").read_text())
     runs = {c["name"]: c["runs"][0] for c in results["conditions"]}
@@ -597,6 +601,6 @@ def test_the_kl_penalty_and_replay_run_as_mitigations_and_are_compared_with_the_
     # (The set without unknowns is empty here, the tiny probe finding every drawn fact unknown: skipped.)
     assert compared == {"full_u0.5_n6_kl_penalty", "full_u0.5_n6_replay"}
     assert (out / "mitigations.png").is_file()
-    again = run_study(tiny_args(tmp_path / "study", *flags[:-1], "1.0"))
+    again = run_study(tiny_args(tmp_path / "study", *flags[:-3], "1.0", *flags[-2:]))
     reused = set(json.loads((again / "results.json").read_text())["reused"])
     assert "full_u0.5_n6_replay_s0" in reused and "full_u0.5_n6_kl_penalty_s0" not in reused

@@ -76,6 +76,18 @@ PRETRAINED_FIGURES = (
     ),
 )
 
+# (config, split) of a result above -> (config, split) of the world as `lstm-lab-push-world` publishes it: the test
+# people's questions are in `dev_test`; the held-out biographies are a slice of `biographies`' `pretrain`; the
+# biographies a model writes are scored against `knowledge_base`.
+PUSHED_SPLITS = {
+    ("known", "test"): ("dev_test", "test_known"),
+    ("highly_known", "test"): ("dev_test", "test_known"),
+    ("unknown", "test"): ("dev_test", "test_unknown"),
+    ("all", "test"): ("dev_test", "test_known+test_unknown"),
+    ("biographies", "validation"): ("biographies", "pretrain"),
+    ("biographies", "generated"): ("knowledge_base", "people"),
+}
+
 ADAPTER_CARD = """---
 {{ card_data }}
 ---
@@ -190,11 +202,13 @@ def eval_results(model: StudyModel, dataset_repo_id: str | None = None) -> list[
     biographies and the factuality of the biographies it writes.
 
     Each result's `dataset_type` is `dataset_repo_id`, the Hub dataset the study's world was published as, if given,
-    else `WORLD_DATASET_TYPE`."""
+    with that dataset's configs and splits (`PUSHED_SPLITS`); else `WORLD_DATASET_TYPE`."""
     world = model.world_config
     dataset_name = f"Synthetic world ({world.num_people} people, seed {world.seed})"
 
     def result(config: str, split: str, what: str, metric: str, value: float) -> EvalResult:
+        if dataset_repo_id:  # the pushed dataset's own config and split (`dataset_folder`) that hold those questions
+            config, split = PUSHED_SPLITS[config, split]
         return EvalResult(
             task_type=TASK_TYPE,
             task_name=PRETRAINING_TASK_NAME if model.condition is None else TASK_NAME,

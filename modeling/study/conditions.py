@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
-from transformers import TrainerCallback, TrainerState
+from transformers import AutoTokenizer, TrainerCallback, TrainerState
 from trl import SFTConfig
 
 from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
@@ -24,7 +24,7 @@ from ..training.factuality_trainer import FactualitySFTTrainer
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
 from ..training.precision import float32_forward
-from ..world import World, draw_finetune_set, load_world_datasets, qa_split_name
+from ..world import PRETRAIN_SPLIT, World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, Run, StudyArguments
 from .detector import Answers, evaluate_detectors
 from .error_sources import error_sources, taught_values, world_values
@@ -114,6 +114,30 @@ def training_mitigation(condition: Condition, args: StudyArguments) -> dict[str,
     penalty's weight or the replayed share; none for the others."""
     settings = {"kl_penalty": {"kl_coef": args.kl_coef}, "replay": {"replay_fraction": args.replay_fraction}}
     return settings.get(condition.mitigation, {})
+
+
+def check_replay_fits(args: StudyArguments, pretrain_dir: Path) -> None:
+    """A replay run trains whole pre-training documents (with their end), which must fit the fine-tuning
+    `max_length`: checked as soon as the pre-trained tokenizer exists (the lengths are its tokens), before any
+    fine-tuning, rather than at the replay run.
+
+    Raises:
+        ValueError: naming the fine-tuning config, its `max_length` and the length it needs.
+    """
+    if "replay" not in args.mitigations:
+        return
+    _, sft_config = parse_run_config(
+        (FinetuneArguments, SFTConfig), [args.finetune_config], FINETUNE_DEFAULTS, prog=args.finetune_config
+    )
+    tokenizer = AutoTokenizer.from_pretrained(pretrain_dir / "model")
+    texts = list(load_world_datasets(pretrain_dir / "world")[PRETRAIN_SPLIT]["text"])
+    longest = 1 + max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    if sft_config.max_length is not None and longest > sft_config.max_length:
+        raise ValueError(
+            f"{args.finetune_config}: max_length is {sft_config.max_length}, but the replay mitigation trains whole "
+            f"pre-training documents of up to {longest} tokens with their end; allowed: max_length >= {longest}, or "
+            "no replay"
+        )
 
 
 def condition_configs(run: Run, args: StudyArguments, pretrain_dir: Path) -> tuple[FinetuneArguments, SFTConfig]:

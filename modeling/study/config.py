@@ -15,7 +15,7 @@ METHODS = ("full", "lora")
 # (StudyArguments.replay_fraction) change the training (modeling/training/kl_penalty.py, finetuning.with_replay).
 TRAINED_MITIGATIONS = ("filter_unknown", "abstention", "kl_penalty", "replay")
 MITIGATIONS = ("early_stopping", *TRAINED_MITIGATIONS)
-# The default study's: the newer two are run by configs/study/mitigations.yaml and full.yaml, to keep the default
+# The default study's: the newer two are run by configs/study/full.yaml, to keep the default
 # within its 15 minutes.
 DEFAULT_MITIGATIONS = ("early_stopping", "filter_unknown", "abstention")
 

@@ -38,6 +38,7 @@ from ..world import ROLES, World, load_world, load_world_datasets, qa_split_name
 from .causes import study_causes
 from .conditions import (
     HeldOutQuestions,
+    check_replay_fits,
     condition_result,
     dev_net_factuality,
     early_stopped,
@@ -291,6 +292,7 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     start = time.perf_counter()
     print("study: stage 1/5, pre-training", flush=True)
     pretrain_dir, pretrain_key, pretrain_reused = pretrain_matching(args, out_dir)
+    check_replay_fits(args, pretrain_dir)  # the first moment it can be: the tokenizer is the pre-training's
     reused += ["pretrain"] if pretrain_reused else []
     timings["pretrain"] = time.perf_counter() - start
 

@@ -1,6 +1,6 @@
-"""A KL penalty toward the pre-trained model during fine-tuning: the SFT loss plus `kl_coef` times the mean, over the
-chosen positions, of KL(p_ref || p_theta) between the frozen pre-trained model's next-token distribution (p_ref) and
-the fine-tuned one's (p_theta).
+"""A KL penalty toward the pre-trained model during fine-tuning: the SFT loss plus `kl_coef` times KL(p_ref || p_theta)
+between the frozen pre-trained model's next-token distribution (p_ref) and the fine-tuned one's (p_theta), summed
+over the chosen positions and divided as the SFT loss is (below).
 
 Which direction and where, and why:
 
