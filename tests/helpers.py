@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 import modeling
@@ -144,3 +145,20 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def recording_hub(monkeypatch) -> dict:
+    """The Hub is out of reach: `HfApi`'s methods a push calls are replaced at the last step (a token is set), and
+    what they are given is recorded in the dict returned: `created` (repo id, options), `uploads` (repo id, the
+    folder's `snapshot`, options), one per upload."""
+    sent = {}
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "lab-user"})
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.update(created=(repo_id, kw)))
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        sent.setdefault("uploads", []).append((repo_id, snapshot(Path(folder_path)), kw))
+        return type("CommitInfo", (), {"commit_url": "https://example.invalid/commit/1"})()
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return sent

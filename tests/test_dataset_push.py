@@ -16,7 +16,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 from datasets import Features
-from helpers import checkout_env, load_script, snapshot
+from helpers import checkout_env, load_script, recording_hub, snapshot
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, ModelCard
 
 from modeling.publishing.card import WORLD_DATASET_TYPE
@@ -213,17 +213,7 @@ def test_a_study_folder_publishes_its_world_and_reading_the_world_writes_nothing
 
 
 def test_a_push_sends_exactly_the_dry_run_folder_to_a_dataset_repo_in_one_commit(dry_run, world_dir, monkeypatch):
-    """The Hub is out of reach: the client's methods are replaced at the last step, recording what they are given."""
-    sent = {}
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "lab-user"})
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.update(created=(repo_id, kw)))
-
-    def upload_folder(self, *, repo_id, folder_path, **kw):
-        sent.setdefault("uploads", []).append((repo_id, snapshot(Path(folder_path)), kw))
-        return type("CommitInfo", (), {"commit_url": "https://example.invalid/commit/1"})()
-
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    sent = recording_hub(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["push_world.py", "--world", str(world_dir), "--repo-id", REPO_ID, "--private"])
     load_script(SCRIPT).main()
     assert sent["created"] == (REPO_ID, {"repo_type": "dataset", "private": True, "exist_ok": True})

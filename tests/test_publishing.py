@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import checkout_env, load_script, snapshot
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from helpers import checkout_env, load_script, recording_hub, snapshot
+from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from modeling.checkpoints import load_model_and_tokenizer
@@ -238,17 +238,7 @@ def test_an_adapter_goes_in_adapter_with_its_own_card(adapter_dry_run, study):
 
 
 def test_a_push_sends_exactly_the_dry_run_folder_in_one_commit(dry_run, study, monkeypatch, tmp_path):
-    """The Hub is out of reach: the client's methods are replaced at the last step, recording what they are given."""
-    sent = {}
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "lab-user"})
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.update(created=(repo_id, kw)))
-
-    def upload_folder(self, *, repo_id, folder_path, **kw):
-        sent.setdefault("uploads", []).append((repo_id, snapshot(Path(folder_path)), kw))
-        return type("CommitInfo", (), {"commit_url": "https://example.invalid/commit/1"})()
-
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    sent = recording_hub(monkeypatch)
     argv = ["push_to_hub.py", "--model-dir", str(study / "best" / "model"), "--repo-id", "lab-user/lstm-lab"]
     monkeypatch.setattr(sys, "argv", [*argv, "--base-model", "lab-user/lstm-lab-pretrained", "--private"])
     load_script(SCRIPT).main()
