@@ -35,12 +35,16 @@ def answer_questions(
     batch_size: int = 64,
     max_new_tokens: int = 24,
     progress: str | None = None,
+    **sampling,
 ) -> tuple[list[str], list[float]]:
     """Greedy answers to `prompts` (in left-padded batches) and, for each, its confidence: the mean log-probability
     (nats, <= 0) of the answer's tokens and of the token that ends it (end of text, or the first newline).
 
     Returns two lists with one entry per prompt: the answers (`parse_answer` of the continuation) and the confidences.
-    `progress` names a console bar over the batches (none by default).
+    `progress` names a console bar over the batches (none by default). `sampling` asks for sampled answers instead
+    (`generate` options such as `do_sample=True, temperature=1.0, num_return_sequences=10`): then the lists hold
+    `num_return_sequences` entries per prompt, one prompt's after another, and a confidence is that of the sampling
+    distribution.
 
     Raises:
         ValueError: if `prompts` is empty.
@@ -54,15 +58,15 @@ def answer_questions(
     for batch in left_padded_batches(tokenizer, prompts, batch_size, model.device, progress):
         output = model.generate(
             **batch,
-            do_sample=False,
+            **{"do_sample": False, **sampling},
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_ids,
             output_scores=True,
             return_dict_in_generate=True,
         )
-        new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]  # (B, N)
-        logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)  # (B, N)
+        new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]  # (B x samples, N)
+        logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
         for tokens, token_logprobs in zip(new_tokens.tolist(), logprobs.float().cpu(), strict=True):
             length = _answer_length(tokens, tokenizer)
             answers.append(parse_answer(tokenizer.decode(tokens[:length], skip_special_tokens=True)))

@@ -7,11 +7,14 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from modeling.study.calibration import calibration, calibration_by_seed
 from modeling.study.error_sources import error_sources, source_shares, taught_values
 from modeling.study.evidence import (
     STATISTICS,
+    _draw_people,
+    auroc_intervals,
     bootstrap,
     difference_interval,
     person_seed_table,
@@ -203,3 +206,74 @@ def test_calibration_by_seed_averages_each_seeds_ece():
     assert result["ece_by_seed"] == pytest.approx([0.05, 0.95])
     assert (result["ece"], result["answered"]) == (pytest.approx(0.5), 1)
     assert [(b["count"], b["accuracy"]) for b in result["bins"]] == [(2, 0.5)]
+
+
+def scored(seed_rows: dict[int, list[tuple[int, bool, float, float]]]) -> pd.DataFrame:
+    """Detector scores from {training seed: [(person, is_correct, score a, score b), ...]}."""
+    rows = [(seed, *row) for seed, rows in seed_rows.items() for row in rows]
+    return pd.DataFrame(rows, columns=["training_seed", "person_id", "is_correct", "a", "b"])
+
+
+SCORED = {
+    0: [(1, True, 0.9, 0.2), (1, False, 0.4, 0.3), (2, True, 0.7, 0.8), (2, False, 0.8, 0.1), (3, False, 0.1, 0.5),
+        (3, True, 0.6, 0.6)],
+    1: [(1, True, 0.5, 0.9), (1, False, 0.5, 0.2), (2, False, 0.9, 0.4), (2, True, 0.3, 0.7), (3, True, 0.8, 0.1),
+        (3, False, 0.2, 0.3)],
+}  # fmt: skip
+
+
+def test_auroc_estimates_are_each_seeds_auroc_averaged():
+    # Seed 0, detector a: correct 0.9, 0.7, 0.6 against wrong 0.4, 0.8, 0.1 -> 7 of 9 pairs won; seed 1: correct 0.5,
+    # 0.3, 0.8 against wrong 0.5, 0.9, 0.2 -> 0.5 beats 0.2 and ties 0.5, 0.3 beats 0.2, 0.8 beats 0.5 and 0.2:
+    # 4 won + 1 tie -> 4.5 of 9.
+    result = auroc_intervals(scored(SCORED), ["a", "b"], baseline="a", resamples=200)
+    assert result["a"]["estimate"] == pytest.approx((7 / 9 + 4.5 / 9) / 2)
+    expected_b = np.mean([roc_auc_score(*zip(*[(r[1], r[3]) for r in SCORED[s]], strict=True)) for s in (0, 1)])
+    assert result["b"]["estimate"] == pytest.approx(expected_b)
+    assert result["b"]["minus_baseline"]["estimate"] == pytest.approx(expected_b - (7 / 9 + 4.5 / 9) / 2)
+    assert "minus_baseline" not in result["a"] and (result["people"], result["seeds"]) == (3, 2)
+
+
+def test_auroc_intervals_are_the_bootstrap_of_weighted_aurocs_over_people_and_seeds():
+    # The same draws done by hand: scikit-learn's AUROC with each answer weighted by its person's draws, averaged
+    # over the drawn seeds, for each of 300 resamples; then the 2.5th and 97.5th percentiles.
+    frame, resamples = scored(SCORED), 300
+    rng = np.random.default_rng(0)
+    people, seeds = _draw_people(rng, 3, resamples, None), rng.integers(0, 2, size=(resamples, 2))
+    by_hand = {"a": [], "b": []}
+    for r in range(resamples):
+        counts = np.bincount(people[r], minlength=3)
+        for detector in ("a", "b"):
+            per_seed = []
+            for seed in seeds[r]:
+                run = frame[frame["training_seed"] == seed]
+                weights = counts[run["person_id"].to_numpy() - 1]
+                labels = run["is_correct"].to_numpy()
+                if weights[labels].sum() and weights[~labels].sum():
+                    per_seed.append(roc_auc_score(labels, run[detector], sample_weight=weights))
+            by_hand[detector].append(np.mean(per_seed) if per_seed else np.nan)
+    result = auroc_intervals(frame, ["a", "b"], baseline="a", resamples=resamples)
+    a, b = np.array(by_hand["a"]), np.array(by_hand["b"])
+    assert [result["a"]["low"], result["a"]["high"]] == pytest.approx(np.nanpercentile(a, [2.5, 97.5]))
+    difference = np.nanpercentile(b - a, [2.5, 97.5])
+    assert [result["b"]["minus_baseline"]["low"], result["b"]["minus_baseline"]["high"]] == pytest.approx(difference)
+
+
+def test_a_detector_against_itself_differs_by_exactly_zero_and_a_perfect_one_scores_one():
+    frame = scored(SCORED)
+    frame["same"], frame["perfect"] = frame["a"], frame["is_correct"].astype(float)
+    result = auroc_intervals(frame, ["a", "same", "perfect"], baseline="a", resamples=300)
+    assert result["same"]["minus_baseline"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    perfect = result["perfect"]
+    assert (perfect["estimate"], perfect["low"], perfect["high"]) == (1.0, 1.0, 1.0)
+    assert perfect["minus_baseline"]["estimate"] == pytest.approx(1 - result["a"]["estimate"])
+
+
+def test_a_detector_with_a_missing_score_or_no_wrong_answer_has_no_interval():
+    frame = scored(SCORED)
+    frame.loc[0, "b"] = np.nan  # a probe that could not be fitted in one run
+    assert auroc_intervals(frame, ["a", "b"], baseline="a", resamples=50)["b"] is None
+    right = scored({0: [(1, True, 0.3, 0.1), (2, True, 0.9, 0.2)]})
+    assert auroc_intervals(right, ["a", "b"], baseline="a", resamples=50)["a"] == {
+        "estimate": None, "low": None, "high": None
+    }  # fmt: skip

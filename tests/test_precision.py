@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from trl import SFTConfig
 
 from modeling import train_tokenizer
 from modeling.lstm import modeling_lstm
 from modeling.run_config import parse_run_config
-from modeling.scoring import answer_questions, score_questions
-from modeling.study.detector import evaluate_detectors
+from modeling.scoring import score_questions
 from modeling.training.factuality_trainer import score_question_sets
 from modeling.training.finetuning import DEFAULTS, FinetuneArguments, build_trainer
 from modeling.training.precision import float32_forward
@@ -83,20 +82,6 @@ def test_one_generation_over_every_set_scores_each_as_alone(base, bf16_trainer):
             [a["confidence"] for a in alone["answers"]], abs=1e-5
         )
         assert together[name]["metrics"] == pytest.approx(alone["metrics"], nan_ok=True, abs=1e-5)
-
-
-def test_the_detector_reads_given_answers_as_the_ones_it_would_generate(base, tmp_path):
-    splits = load_world_datasets(base.world_dir)
-    dev, test = splits["qa_known_heldout"], splits["qa_unknown_heldout"]
-    model = AutoModelForCausalLM.from_pretrained(base.model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(base.model_dir)
-    given = [answer_questions(model, tokenizer, list(questions["prompt"])) for questions in (dev, test)]
-    assert evaluate_detectors(model, tokenizer, dev, test, 0, *given) == evaluate_detectors(model, tokenizer, dev, test)
-    # Given answers are what is scored: the references themselves are all correct (the random model gets none).
-    right = ([answer.strip() for answer in test["answer"]], [0.0] * len(test))
-    assert evaluate_detectors(model, tokenizer, dev, test, 0, given[0], right)["num_test_correct"] == len(test)
-    with pytest.raises(ValueError, match="2 answers given for"):
-        evaluate_detectors(model, tokenizer, dev, test, 0, given[0], (["a", "b"], [0.0, 0.0]))
 
 
 def test_without_a_bfloat16_lstm_kernel_the_recurrence_runs_in_float32_under_cpu_autocast(monkeypatch):

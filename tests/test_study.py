@@ -29,6 +29,7 @@ from modeling.study.conditions import (
     finetune_rows,
 )
 from modeling.study.config import Run
+from modeling.study.detectors import auroc
 from modeling.study.intervals import t_interval
 from modeling.study.probe import probe_category, sentence_openings, states_value
 from modeling.study.records import evaluation_records, per_epoch_figures
@@ -94,6 +95,58 @@ def _check_run(study: Path, condition: dict, run: dict) -> None:
     assert run["saved"] == f"{where}/{folder}"  # relative: the study may move
     assert run["records"] == f"{where}.parquet"
     assert (study / run["saved"] / ("adapter_config.json" if folder == "adapter" else "config.json")).is_file()
+
+
+def test_every_detector_score_is_of_an_answer_on_record_and_the_aurocs_follow_from_them(study):
+    results = json.loads((study / "results.json").read_text())
+    answers = pd.read_parquet(study / "answers.parquet")
+    scores = load_dataset("parquet", data_files=str(study / "detector_scores.parquet"), split="train").to_pandas()
+    assert results["detector_scores"]["rows"] == len(scores) > 0
+    for condition in results["conditions"]:
+        for run in condition["runs"] if condition["mitigation"] != "early_stopping" else ():
+            if run.get("skipped"):
+                continue
+            mine = answers[
+                (answers["condition"] == condition["name"]) & (answers["training_seed"] == run["training_seed"])
+            ]
+            last = mine[(mine["epoch"] == mine["epoch"].max()) & (mine["split"] == "test")]
+            answered = last[last["verdict"] != "abstained"].sort_values(["person_id", "attribute"])
+            scored = scores[
+                (scores["condition"] == condition["name"]) & (scores["training_seed"] == run["training_seed"])
+            ]
+            scored = scored.sort_values(["person_id", "attribute"])
+            assert list(scored["verdict"]) == list(answered["verdict"])  # the same answers, one score row each
+            assert list(scored["confidence"]) == list(answered["confidence"])
+            assert run["detector"]["auroc"]["confidence"] == auroc(
+                list(answered["verdict"] == "correct"), list(answered["confidence"])
+            )
+            assert run["detector"]["num_test_answered"] == len(answered) and run["detector_scores_sha256"]
+    plain = next(c for c in results["conditions"] if c["name"] == "full_u0.5_n6_none")
+    evidence = results["detectors"]["conditions"]["full_u0.5_n6_none"]["confidence"]
+    seeds = [run["detector"]["auroc"]["confidence"] for run in plain["runs"]]
+    if None not in seeds:
+        assert evidence["estimate"] == pytest.approx(sum(seeds) / len(seeds))
+
+
+def test_new_detector_settings_redo_the_detectors_and_nothing_else(study, tmp_path, monkeypatch):
+    study = shutil.copytree(study, tmp_path / "study")  # the session's study stays as it was for the other tests
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run was fine-tuned again")
+
+    monkeypatch.setattr(study_runner, "run_finetuning", must_not_run)
+    seed_0 = study / "conditions" / "full_u0_n6_none" / "seed_0.json"
+    before = json.loads(seed_0.read_text())
+    assert pd.read_parquet(study / before["detector_scores"])["entropy"].notna().all()  # 5 samples by default
+    run_study(tiny_args(study))  # the same settings: the detectors on record are kept
+    assert json.loads(seed_0.read_text()) == before
+    run_study(tiny_args(study, "--entropy_samples", "0"))
+    after = json.loads(seed_0.read_text())
+    assert after["detector_key"] != before["detector_key"] and after["per_epoch"] == before["per_epoch"]
+    sampled = pd.read_parquet(study / after["detector_scores"])
+    assert after["detector"]["auroc"]["semantic_entropy"] is None
+    assert sampled["entropy"].isna().all() and sampled["semantic_entropy"].isna().all()
+    assert sampled["confidence"].notna().all() and len(sampled) == after["detector"]["num_test_answered"]
 
 
 def test_the_best_condition_on_dev_is_copied_whole_for_the_hub(study):

@@ -30,6 +30,7 @@ TAGS = ("custom_code", "hallucination", "synthetic-data", "factuality")
 PLOTS = (
     "headline",
     "mitigations",
+    "detectors",
     "risk_coverage",
     "fitting",
     "figure_3b",

@@ -1,6 +1,6 @@
 """One condition of the study: draw its fine-tune set, fine-tune past convergence, and record the factuality figures
-after every epoch on the fine-tune set and on people never fine-tuned on, and at the end how well the model's own
-signals tell its right answers from its hallucinations (`detector.py`).
+after every epoch on the fine-tune set and on people never fine-tuned on (how well the model's own signals tell its
+right answers from its hallucinations is judged afterwards, from what the run saved: `detection.py`).
 
 The held-out people of the world are split in two by person: `dev` (for choosing, e.g. the early-stopping epoch)
 and `test` (the figures the study reports, `test_*`), so that nothing reported was used to choose.
@@ -20,13 +20,10 @@ from ..factuality.world_schema import ABSTAIN_ANSWER, format_answer
 from ..run_config import parse_run_config
 from ..scoring import score_answers
 from ..training.console import Summary, use_console_progress
-from ..training.factuality_trainer import FactualitySFTTrainer
 from ..training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from ..training.finetuning import FinetuneArguments, build_trainer, loss_rows, save_finetuned
-from ..training.precision import float32_forward
 from ..world import PRETRAIN_SPLIT, World, draw_finetune_set, load_world_datasets, qa_split_name
 from .config import Condition, Run, StudyArguments
-from .detector import Answers, evaluate_detectors
 from .error_sources import error_sources, taught_values, world_values
 from .records import evaluation_records, per_epoch_figures
 
@@ -244,18 +241,9 @@ def run_finetuning(
     trainer.add_callback(EvaluateAtEpochs(evaluation_epochs(condition, args, _batch_size(sft_config))))
     use_console_progress(trainer, condition_summary(run.name))
     train_seconds = trainer.train().metrics["train_runtime"]
-    detector_start = time.perf_counter()
-    dev, test = (
-        datasets.concatenate_datasets([held_out.halves[f"{half}_known"], held_out.halves[f"{half}_unknown"]])
-        for half in ("dev", "test")
-    )
-    with float32_forward(trainer.model) as model:
-        detector = evaluate_detectors(
-            model, trainer.processing_class, dev, test, run.training_seed, *_last_answers(trainer, ("dev", "test"))
-        )
     save_start = time.perf_counter()
     saved = save_finetuned(trainer, finetune_args, Path(sft_config.output_dir))
-    marks = (start, detector_start, save_start, time.perf_counter())
+    marks = (start, save_start, time.perf_counter())
     records = run_records(run, sets, trainer.answer_history, epoch0, probe)
     sources = error_sources(records, taught_values(rows.to_list()), world_values(world))
     truths = {(p.person_id, a): format_answer(v).strip() for p in world.people for a, v in p.attributes.items()}
@@ -271,8 +259,7 @@ def run_finetuning(
         "trainable_share": trainer.model.num_parameters(only_trainable=True) / trainer.model.num_parameters(),
         "optimizer_steps": trainer.state.global_step,
         "per_epoch": per_epoch_figures(pd.DataFrame(records)),
-        # Of the model at the last epoch, on the held-out dev (to fit) and test people (to score).
-        "detector": detector,
+        "detector": None,  # `detection.detector_stage` judges the saved model's detectors
         "saved": saved.relative_to(args.output_dir).as_posix(),  # found again wherever the study is resumed from
         "seconds": marks[-1] - start,
         "timing": _timing(marks, train_seconds, trainer.state.log_history),
@@ -306,26 +293,15 @@ def run_records(
     return records
 
 
-def _last_answers(trainer: FactualitySFTTrainer, halves: tuple[str, ...]) -> list[Answers | None]:
-    """The predictions and confidences of each half (known then unknown people, as `run_finetuning` concatenates
-    them) from the trainer's last evaluation, if it evaluated the model it ends with; else None each (generate)."""
-    latest = trainer.latest_answers
-    if latest is None or latest["step"] != trainer.state.global_step:
-        return [None] * len(halves)
-    answers = [[*latest["sets"][f"{half}_known"], *latest["sets"][f"{half}_unknown"]] for half in halves]
-    return [([a["prediction"] for a in rows], [a["confidence"] for a in rows]) for rows in answers]
-
-
-def _timing(marks: tuple[float, float, float, float], train_seconds: float, log_history: list[dict]) -> dict:
-    """Where a condition's seconds went, from the clock at its start, at the detector, at the save and at its end."""
-    start, detector_start, save_start, end = marks
+def _timing(marks: tuple[float, float, float], train_seconds: float, log_history: list[dict]) -> dict:
+    """Where a run's seconds went, from the clock at its start, at the save and at its end."""
+    start, save_start, end = marks
     # The Trainer's runtime includes its evaluations (each logs its own eval_runtime).
     evaluating = sum(entry.get("eval_runtime", 0.0) for entry in log_history)
     return {
-        "setup": detector_start - start - train_seconds,
+        "setup": save_start - start - train_seconds,
         "training": train_seconds - evaluating,
         "evaluation": evaluating,
-        "detector": save_start - detector_start,
         "save": end - save_start,
     }
 

@@ -184,6 +184,73 @@ def difference_interval(
     }
 
 
+def _pair_wins(scores: np.ndarray, is_correct: np.ndarray) -> np.ndarray:
+    """(correct answers, wrong answers) matrix: 1 where the correct one scores higher, 0.5 on a tie, else 0."""
+    right, wrong = scores[is_correct][:, None], scores[~is_correct][None, :]
+    return (right > wrong) + 0.5 * (right == wrong)
+
+
+def _weighted_aurocs(weights: np.ndarray, is_correct: np.ndarray, wins: np.ndarray) -> np.ndarray:
+    """The AUROC under each row of `weights` (resamples, answers), an answer counted as often as its weight: the
+    weighted share of (correct, wrong) pairs the correct one wins (scikit-learn's `roc_auc_score` with
+    `sample_weight` gives the same); NaN where the weights leave no correct or no wrong answer."""
+    right, wrong = weights[:, is_correct], weights[:, ~is_correct]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((right @ wins) * wrong).sum(1) / (right.sum(1) * wrong.sum(1))
+
+
+def auroc_intervals(
+    rows: pd.DataFrame, detectors: list[str], baseline: str, resamples: int = RESAMPLES, seed: int = 0
+) -> dict:
+    """The AUROC of each detector over `rows` (scored answers: `training_seed`, `person_id`, `is_correct` and a
+    score column per detector), as the mean over seeds of each seed's AUROC, with its 95% interval, and its
+    difference from `baseline`'s with the paired interval: the two-level bootstrap of `bootstrap` (people and seeds
+    drawn with replacement; a drawn person's answers counted once per draw), the same draws for every detector.
+    A detector with a missing score (a probe that could not be fitted) gets None.
+
+    Returns `{detector: {"estimate", "low", "high", "minus_baseline": {"estimate", "low", "high"}}}` (the baseline
+    without `minus_baseline`) with `people` and `seeds`.
+    """
+    seeds, people = sorted(rows["training_seed"].unique()), sorted(rows["person_id"].unique())
+    rng = np.random.default_rng(seed)
+    drawn_people = _draw_people(rng, len(people), resamples, None)
+    drawn_seeds = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    counts = np.zeros((resamples, len(people)))
+    np.add.at(counts, (np.arange(resamples)[:, None], drawn_people), 1)
+    defined = [d for d in detectors if rows[d].notna().all()]
+    estimates, draws = {d: [] for d in defined}, {d: [] for d in defined}  # per seed
+    for training_seed in seeds:
+        run = rows[rows["training_seed"] == training_seed]
+        is_correct = run["is_correct"].to_numpy(bool)
+        weights = counts[:, pd.Index(people).get_indexer(run["person_id"])]
+        for detector in defined:
+            wins = _pair_wins(run[detector].to_numpy(float), is_correct)
+            estimates[detector].append(_weighted_aurocs(np.ones((1, len(run))), is_correct, wins)[0])
+            draws[detector].append(_weighted_aurocs(weights, is_correct, wins))
+    with warnings.catch_warnings():  # a resample without a right or a wrong answer is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        statistic = {d: np.nanmean(np.asarray(draws[d])[drawn_seeds.T, np.arange(resamples)], axis=0) for d in defined}
+        estimate = {d: float(np.nanmean(estimates[d])) for d in defined}
+    out: dict = {"people": len(people), "seeds": len(seeds)}
+    for detector in detectors:
+        if detector not in defined:
+            out[detector] = None
+            continue
+        out[detector] = _cell(estimate[detector], statistic[detector])
+        if detector != baseline and baseline in defined:
+            difference = estimate[detector] - estimate[baseline]
+            out[detector]["minus_baseline"] = _cell(difference, statistic[detector] - statistic[baseline])
+    return out
+
+
+def _cell(estimate: float, drawn: np.ndarray) -> dict:
+    """An estimate with the 95% interval of its resampled values; all None when it is undefined (NaN)."""
+    if np.isnan(estimate):
+        return {"estimate": None, "low": None, "high": None}
+    low, high = _interval(drawn)
+    return {"estimate": float(estimate), "low": low, "high": high}
+
+
 def verdict(difference: dict, direction: int, smallest_effect: float = 0.0, margin: float = 0.0) -> str:
     """The verdict on a published finding from the interval of the difference that tests it.
 
@@ -210,6 +277,7 @@ def verdict(difference: dict, direction: int, smallest_effect: float = 0.0, marg
 
 __all__ = [
     "RESAMPLES",
+    "auroc_intervals",
     "STATISTICS",
     "Statistic",
     "bootstrap",

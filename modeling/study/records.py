@@ -15,7 +15,7 @@ from datasets import Features, Value
 
 from ..factuality.factuality import classify_answers
 from ..files import staged_file
-from .detector import auroc
+from .detectors import auroc
 
 RECORD_FEATURES = Features(
     {
@@ -81,11 +81,12 @@ def evaluation_records(
     return rows
 
 
-def write_records(rows: list[dict], path: Path) -> str:
-    """Write `rows` (dicts with `RECORD_FEATURES`' columns) as Parquet at `path` through a staging file; returns the
+def write_records(rows: list[dict], path: Path, features: Features = RECORD_FEATURES) -> str:
+    """Write `rows` (dicts with the columns of `features`) as Parquet at `path` through a staging file; returns the
     file's SHA-256, which `read_records` checks."""
     with staged_file(path) as staging:
-        datasets.Dataset.from_list(rows, features=RECORD_FEATURES).to_parquet(staging)
+        columns = {name: [row[name] for row in rows] for name in features}  # no row (e.g. every answer abstained)
+        datasets.Dataset.from_dict(columns, features=features).to_parquet(staging)
         digest = file_sha256(staging)
     return digest
 
@@ -94,16 +95,16 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_records(path: Path, sha256: str | None = None) -> pd.DataFrame | None:
-    """The records at `path` as a DataFrame, or None when the file is missing, does not parse, lacks a column or
-    (when `sha256` is given) is not the file that was written."""
+def read_records(path: Path, sha256: str | None = None, features: Features = RECORD_FEATURES) -> pd.DataFrame | None:
+    """The records at `path` as a DataFrame, or None when the file is missing, does not parse, lacks a column of
+    `features` or (when `sha256` is given) is not the file that was written."""
     try:
         if sha256 is not None and file_sha256(path) != sha256:
             return None
         frame = pd.read_parquet(path)
     except (OSError, ValueError):
         return None
-    return frame if set(RECORD_FEATURES).issubset(frame.columns) else None
+    return frame if set(features).issubset(frame.columns) else None
 
 
 def _figures(rows: pd.DataFrame) -> dict:

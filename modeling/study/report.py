@@ -8,9 +8,10 @@ import matplotlib.pyplot as plt
 from ..files import write_json
 from .causes_report import cause_lines, write_cause_plots
 from .config import MITIGATIONS, Condition, by_condition
+from .detection_report import detection_lines, write_detection_plots
 from .error_sources import SOURCES
 from .findings import REPORTED_RATES
-from .intervals import auroc_interval, t_interval
+from .intervals import t_interval
 from .render import error_bars, rate_axis, save_figure, signed, with_interval
 
 
@@ -158,28 +159,6 @@ def plot_mitigations(rows: list[tuple[str, dict]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_risk_coverage(condition: dict, path: Path) -> None:
-    detector = condition["detector"]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for name, points in detector["risk_coverage"].items():
-        auc = detector["auroc"][name]
-        label = name.replace("_", " ") + ("" if auc is None else f" (AUROC {auc:.2f})")
-        ax.plot(*zip(*points, strict=True), "-", label=label)
-    chosen = detector["selective"]
-    if chosen["accuracy_answered"] is not None:
-        ax.plot(chosen["coverage"], chosen["accuracy_answered"], "k*", markersize=12, label="threshold chosen on dev")
-    answer_all = detector["answer_all"]
-    if answer_all["accuracy_answered"] is not None:
-        ax.axhline(answer_all["accuracy_answered"], color="grey", ls=":", label="answer everything")
-    ax.set_xlabel("share of held-out questions answered (coverage)")
-    ax.set_ylabel("accuracy on the answered questions")
-    ax.set_title(f"Selective answering, {condition['name']}")
-    rate_axis(ax)
-    ax.set_xlim(0, 1.02)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def plot_error_sources(epochs: list[dict], name: str, path: Path) -> None:
     """Stacked shares of each source of the hallucinated test answers of one condition, epoch by epoch, with the
     chance shares of the two that fine-tuning taught."""
@@ -245,8 +224,7 @@ def write_plots(conditions: list[dict], results: dict, out_dir: Path) -> None:
             mitigation_rows.append((mitigation.replace("_", " "), rates[found["name"]]))
     if mitigation_rows:
         plot_mitigations(mitigation_rows, out_dir / "mitigations.png")
-    if plain and plain.get("detector"):
-        plot_risk_coverage(plain, out_dir / "risk_coverage.png")
+    write_detection_plots(results, plain, out_dir)
     if plain and plain["name"] in results["error_sources"]:
         plot_error_sources(results["error_sources"][plain["name"]], plain["name"], out_dir / "error_sources.png")
     write_cause_plots(results["causes"], out_dir)
@@ -371,7 +349,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += [
         "",
         f"Every answer scored is in `{records['file']}` ({records['rows']:,} rows, {_size(records['bytes'])}); every "
-        "figure below is computed from it, except the detector's (it needs the hidden states, not on record).",
+        "figure below is computed from it, the detectors' from their scores of the same answers (below).",
     ]
     lines += ["", "## Every condition at its last epoch, on the test people", ""]
     lines += [
@@ -383,7 +361,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if skipped:
         lines += ["", f"Skipped, with no fine-tune example left after filtering: {', '.join(skipped)}."]
     lines += ["", "## The model's own signals as a hallucination detector (test people, last epoch)", ""]
-    lines += _detection(conditions, plain)
+    lines += detection_lines(results, conditions, plain)
     lines += ["", "## The findings of Gekhman et al. (2024), checked one by one", ""]
     lines += [
         "Each verdict follows the 95% interval of the difference that tests it: *reproduced* when it excludes 0 in "
@@ -416,6 +394,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
             "figure_3b",
             "sizes",
             "mitigations",
+            "detectors",
             "risk_coverage",
             "error_sources",
             "reliability",
@@ -426,66 +405,6 @@ def write_report(results: dict, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def _auroc_cell(detector: dict, name: str) -> str:
-    value = detector["auroc"].get(name)
-    if value is None:
-        return "n/a"
-    correct = detector["num_test_correct"]
-    low, high = auroc_interval(value, correct, detector["num_test_answered"] - correct)
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def _detection(conditions: list[dict], plain: dict | None) -> list[str]:
-    """The detector table (AUROC of each signal, with Hanley-McNeil 95% intervals) and selective answering."""
-    lines = [
-        "Known and unknown test people pooled; the hidden-state probe is fitted on the dev people. AUROC 0.5 is "
-        "chance, 1.0 a perfect split of right from wrong answers. Computed at the end of each run from its last "
-        "answers (the confidence AUROC of each group is also in the records) and the hidden states, which are not on "
-        "record; the Hanley-McNeil intervals treat answers as independent.",
-        "",
-        "| condition | training seed | answered | correct | confidence AUROC | hidden-state probe AUROC |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in conditions:
-        for run in c["runs"] if c.get("detector") else ():
-            detector = run["detector"]
-            if detector:
-                cells = [
-                    c["name"],
-                    run["training_seed"],
-                    f"{detector['num_test_answered']} of {detector['num_test']}",
-                    detector["num_test_correct"],
-                    _auroc_cell(detector, "confidence"),
-                    _auroc_cell(detector, "hidden_state_probe"),
-                ]
-                lines.append("| " + " | ".join(map(str, cells)) + " |")
-    if plain and plain.get("detector"):
-        lines += ["", _selective_line(plain)]
-    return lines
-
-
-def _selective_line(plain: dict) -> str:
-    """Selective answering on the plain run's first trained seed, against answering everything."""
-    detector = plain["detector"]
-    chosen, everything = detector["selective"], detector["answer_all"]
-    seed = next(run["training_seed"] for run in plain["runs"] if not run.get("skipped"))
-    overall = "n/a" if everything["accuracy_answered"] is None else f"{everything['accuracy_answered']:.2f}"
-    answer_all = (
-        f"answering everything gives accuracy {overall} on the "
-        f"{everything['coverage']:.0%} answered, hallucinating on {everything['hallucination_rate']:.0%} of all test "
-        "questions"
-    )
-    where = f"Selective answering on {plain['name']} (training seed {seed}), with the threshold chosen on dev: "
-    if detector["threshold"] is None:
-        return where + f"no confidence threshold gains anything on dev, so it answers nothing; {answer_all}."
-    shown = "n/a" if chosen["accuracy_answered"] is None else f"{chosen['accuracy_answered']:.2f}"
-    return (
-        where + f"answering only when the confidence is at least {detector['threshold']:.3g} gives accuracy {shown} "
-        f"on the {chosen['coverage']:.0%} answered, hallucinating on {chosen['hallucination_rate']:.0%} of all test "
-        f"questions; {answer_all}."
-    )
 
 
 __all__ = [

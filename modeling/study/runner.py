@@ -47,13 +47,14 @@ from .conditions import (
     training_mitigation,
 )
 from .config import Condition, Run, StudyArguments, plan_conditions
+from .detection import SCORES_FILE, collect_detector_scores, detector_evidence, detector_settings, detector_stage
 from .findings import study_evidence
 from .preflight import check_study, pretrain_configs
 from .probe import probe_knowledge
 from .records import read_records, write_records
 from .report import write_report, write_seed_summary
 
-RUN_FIELDS = ("training_seed", "per_epoch", "set_sizes", "detector", "saved", "records", "records_sha256")
+RUN_FIELDS = ("training_seed", "per_epoch", "set_sizes", "saved", "records", "records_sha256")
 ANSWERS_FILE = "answers.parquet"
 # Settings that may differ between two runs of the same pre-training, by section of run_config.yaml: the output
 # folder is the study's own `pretrain/`, wherever the study has been moved to.
@@ -268,7 +269,8 @@ def conditions_stage(
             else:
                 print(f"study: stage 4/5, {where}: {condition.name} (done before)")
                 reused.append(run.name)
-            runs.append(result)
+            detector_key = settings_key(key, *detector_settings(args))
+            runs.append(detector_stage(run, result, (key, detector_key), args, out_dir, pretrain_dir))
         results[condition] = condition_result(condition, runs)
     return results, reused
 
@@ -319,10 +321,13 @@ def _run_one(args: StudyArguments, out_dir: Path) -> Path:
     start = time.perf_counter()
     print("study: stage 5/5, records, intervals, plots and report", flush=True)
     records, records_size = collect_records(list(results.values()), out_dir)
+    scores = collect_detector_scores(list(results.values()), out_dir)
     results_json = {
         "config": run_config_sections(args)["StudyArguments"],
         "probe": {"agreement": probe["agreement"]},
         "records": {"file": ANSWERS_FILE, "rows": len(records), "bytes": records_size},
+        "detector_scores": {"file": SCORES_FILE, "rows": len(scores)},
+        "detectors": detector_evidence(scores),
         **study_evidence(conditions, records, args),
         "causes": study_causes(conditions, records, args),
         "conditions": conditions,
