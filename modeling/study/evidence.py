@@ -127,6 +127,14 @@ def _tables(arms: list[pd.DataFrame], statistic: Statistic) -> list[tuple[np.nda
     return [person_seed_table(arm, statistic, seeds, people) for arm in arms]
 
 
+def rate_draws(arms: list[pd.DataFrame], statistic: str, resamples: int = RESAMPLES, seed: int = 0) -> list:
+    """`statistic` of each of `arms` (records of the same people and seeds, e.g. two architectures' answers on one
+    world) as (estimate, its values under the same `bootstrap` resamples for every arm)."""
+    tables = _tables(arms, STATISTICS[statistic])
+    drawn = bootstrap(tables, resamples, seed)
+    return [(_seed_mean(*table), values) for table, values in zip(tables, drawn, strict=True)]
+
+
 def rate_interval(rows: pd.DataFrame, statistic: str, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """`statistic` (a name of `STATISTICS`) over `rows`: its estimate (the mean over seeds) and 95% interval
     (`bootstrap`), with the numbers of people and seeds; estimate None when nothing is counted."""
@@ -199,51 +207,70 @@ def _weighted_aurocs(weights: np.ndarray, is_correct: np.ndarray, wins: np.ndarr
         return ((right @ wins) * wrong).sum(1) / (right.sum(1) * wrong.sum(1))
 
 
+def person_draws(num_people: int, num_seeds: int, resamples: int = RESAMPLES, seed: int = 0):
+    """The draws of the two-level bootstrap as `bootstrap` makes them: how often each person is drawn in each
+    resample, shape (resamples, num_people), and the seed indices drawn, shape (resamples, num_seeds)."""
+    rng = np.random.default_rng(seed)
+    drawn_people = _draw_people(rng, num_people, resamples, None)
+    drawn_seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    counts = np.zeros((resamples, num_people))
+    np.add.at(counts, (np.arange(resamples)[:, None], drawn_people), 1)
+    return counts, drawn_seeds
+
+
+def auroc_draws(
+    rows: pd.DataFrame, detector: str, seeds: list[int], people: list[int], draws: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, np.ndarray]:
+    """The AUROC of the `detector` column over `rows` (scored answers of `seeds` and `people`): its estimate, the mean
+    over seeds of each seed's AUROC, and its value under each resample of `draws` (`person_draws`): each seed's
+    AUROC with a person's answers counted as often as the person is drawn, averaged over the drawn seeds (NaN where
+    undefined)."""
+    counts, drawn_seeds = draws
+    estimates, resampled = [], []
+    for training_seed in seeds:
+        run = rows[rows["training_seed"] == training_seed]
+        is_correct = run["is_correct"].to_numpy(bool)
+        wins = _pair_wins(run[detector].to_numpy(float), is_correct)
+        estimates.append(_weighted_aurocs(np.ones((1, len(run))), is_correct, wins)[0])
+        resampled.append(_weighted_aurocs(counts[:, pd.Index(people).get_indexer(run["person_id"])], is_correct, wins))
+    with warnings.catch_warnings():  # a resample without a right or a wrong answer is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        statistic = np.nanmean(np.asarray(resampled)[drawn_seeds.T, np.arange(len(counts))], axis=0)
+        return float(np.nanmean(estimates)), statistic
+
+
 def auroc_intervals(
     rows: pd.DataFrame, detectors: list[str], baseline: str, resamples: int = RESAMPLES, seed: int = 0
 ) -> dict:
     """The AUROC of each detector over `rows` (scored answers: `training_seed`, `person_id`, `is_correct` and a
     score column per detector), as the mean over seeds of each seed's AUROC, with its 95% interval, and its
     difference from `baseline`'s with the paired interval: the two-level bootstrap of `bootstrap` (people and seeds
-    drawn with replacement; a drawn person's answers counted once per draw), the same draws for every detector.
-    A detector with a missing score (a probe that could not be fitted) gets None.
+    drawn with replacement; a drawn person's answers counted once per draw), the same draws for every detector
+    (`auroc_draws`). A detector with a missing score (a probe that could not be fitted) gets None.
 
     Returns `{detector: {"estimate", "low", "high", "minus_baseline": {"estimate", "low", "high"}}}` (the baseline
     without `minus_baseline`) with `people` and `seeds`.
     """
     seeds, people = sorted(rows["training_seed"].unique()), sorted(rows["person_id"].unique())
-    rng = np.random.default_rng(seed)
-    drawn_people = _draw_people(rng, len(people), resamples, None)
-    drawn_seeds = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
-    counts = np.zeros((resamples, len(people)))
-    np.add.at(counts, (np.arange(resamples)[:, None], drawn_people), 1)
-    defined = [d for d in detectors if rows[d].notna().all()]
-    estimates, draws = {d: [] for d in defined}, {d: [] for d in defined}  # per seed
-    for training_seed in seeds:
-        run = rows[rows["training_seed"] == training_seed]
-        is_correct = run["is_correct"].to_numpy(bool)
-        weights = counts[:, pd.Index(people).get_indexer(run["person_id"])]
-        for detector in defined:
-            wins = _pair_wins(run[detector].to_numpy(float), is_correct)
-            estimates[detector].append(_weighted_aurocs(np.ones((1, len(run))), is_correct, wins)[0])
-            draws[detector].append(_weighted_aurocs(weights, is_correct, wins))
-    with warnings.catch_warnings():  # a resample without a right or a wrong answer is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        statistic = {d: np.nanmean(np.asarray(draws[d])[drawn_seeds.T, np.arange(resamples)], axis=0) for d in defined}
-        estimate = {d: float(np.nanmean(estimates[d])) for d in defined}
+    draws = person_draws(len(people), len(seeds), resamples, seed)
+    defined = {d: auroc_draws(rows, d, seeds, people, draws) for d in detectors if rows[d].notna().all()}
     out: dict = {"people": len(people), "seeds": len(seeds)}
     for detector in detectors:
         if detector not in defined:
             out[detector] = None
             continue
-        out[detector] = _cell(estimate[detector], statistic[detector])
+        out[detector] = cell(*defined[detector])
         if detector != baseline and baseline in defined:
-            difference = estimate[detector] - estimate[baseline]
-            out[detector]["minus_baseline"] = _cell(difference, statistic[detector] - statistic[baseline])
+            out[detector]["minus_baseline"] = cell_difference(defined[detector], defined[baseline])
     return out
 
 
-def _cell(estimate: float, drawn: np.ndarray) -> dict:
+def cell_difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> dict:
+    """a minus b, each (estimate, resampled values on the same draws), with the 95% interval of the difference."""
+    return cell(a[0] - b[0], a[1] - b[1])
+
+
+def cell(estimate: float, drawn: np.ndarray) -> dict:
     """An estimate with the 95% interval of its resampled values; all None when it is undefined (NaN)."""
     if np.isnan(estimate):
         return {"estimate": None, "low": None, "high": None}
@@ -277,12 +304,17 @@ def verdict(difference: dict, direction: int, smallest_effect: float = 0.0, marg
 
 __all__ = [
     "RESAMPLES",
+    "auroc_draws",
     "auroc_intervals",
+    "cell",
+    "cell_difference",
+    "person_draws",
     "STATISTICS",
     "Statistic",
     "bootstrap",
     "difference_interval",
     "person_seed_table",
+    "rate_draws",
     "rate_interval",
     "verdict",
 ]
