@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import REPO, accelerate_launch, checkout_env, tiny_gpt2, tiny_model
 from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel, TrainerCallback
 from trl import SFTConfig
@@ -701,10 +702,12 @@ def test_a_lora_run_with_the_kl_penalty_saves_and_reloads_like_any_adapter(base,
         torch.testing.assert_close(model(**ids).logits, base_logits)  # and the base it reloads onto is untouched
 
 
-def test_two_processes_with_the_kl_penalty_end_with_the_weights_of_one(base, tmp_path):
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+def test_two_processes_with_the_kl_penalty_end_with_the_weights_of_one(base, tmp_path, use_lora):
     """The same global batch (4 = 1 x 4 = 2 x 2) under accelerate launch: the KL term, summed per process and divided
     by the whole batch's completion tokens as the SFT loss is, lets two processes averaging their gradients train the
-    model one process trains (a mean per process did not: 0.010 apart)."""
+    model one process trains (a mean per process did not: 0.010 apart). With LoRA the reference is the model with its
+    adapters off, inside the process group's wrapper too."""
     common = [
         str(REPO / "configs" / "finetune_tiny.yaml"),
         "--model_dir",
@@ -713,12 +716,17 @@ def test_two_processes_with_the_kl_penalty_end_with_the_weights_of_one(base, tmp
         base.world_dir,
     ]
     common += ["--finetune_size", "8", "--num_train_epochs", "2", "--kl_coef", "1.0", "--logging_steps", "1"]
+    common += ["--use_lora", "true", "--lora_r", "4", "--learning_rate", "0.01"] if use_lora else []
     finetune_cli.main([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "4"])
     script = [str(REPO / "scripts" / "finetune.py"), *common, "--output_dir", str(tmp_path / "two")]
     result = accelerate_launch(*script, "--per_device_train_batch_size", "2", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    one, two = (AutoModelForCausalLM.from_pretrained(tmp_path / run / "model").state_dict() for run in ("one", "two"))
-    start = AutoModelForCausalLM.from_pretrained(base.model_dir).state_dict()
+    if use_lora:  # the adapters' weights; B starts at 0, so any B away from 0 has moved
+        one, two = (load_file(tmp_path / run / "adapter" / "adapter_model.safetensors") for run in ("one", "two"))
+        start = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in one.items()}
+    else:
+        one, two = (AutoModelForCausalLM.from_pretrained(tmp_path / r / "model").state_dict() for r in ("one", "two"))
+        start = AutoModelForCausalLM.from_pretrained(base.model_dir).state_dict()
     moved = max((one[k] - start[k]).abs().max().item() for k in one)
     difference = max((one[k] - two[k]).abs().max().item() for k in one)
     assert moved > 0.01 and difference < 1e-5, (moved, difference)
