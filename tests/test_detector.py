@@ -164,7 +164,7 @@ def test_the_entropy_probe_scores_low_predicted_entropy_as_likely_right(monkeypa
         rows[:, :, 0] += [3.0 if p in high or p == "t0" else 0.0 for p in prompts]
         return {"question": rows, "answer": rows}
 
-    def entropies(model, tokenizer, prompts, samples, temperature):
+    def entropies(model, tokenizer, prompts, samples, temperature, seed):
         return [1.5 if p in high or p == "t0" else 0.0 for p in prompts]
 
     monkeypatch.setattr(evaluation, "read_states", states)
@@ -173,3 +173,18 @@ def test_the_entropy_probe_scores_low_predicted_entropy_as_likely_right(monkeypa
     assert fits["entropy_probe"]["num_high"] == 6 and fits["entropy_probe"]["threshold"] == pytest.approx(0.75)
     assert scored[1]["entropy_probe"] > 0.5 > scored[0]["entropy_probe"]
     assert [row["semantic_entropy"] for row in scored] == [-1.5, 0.0]
+
+
+def test_the_sampled_answers_come_from_the_runs_own_seed_whatever_ran_before(monkeypatch):
+    from modeling.study.detectors import evaluation
+
+    def answers(model, tokenizer, prompts, num_return_sequences, **sampling):  # "a" or "b", as torch's state draws
+        drawn = torch.randint(0, 2, (len(prompts) * num_return_sequences,)).tolist()
+        return ["ab"[i] for i in drawn], [0.0] * len(drawn)
+
+    monkeypatch.setattr(evaluation, "answer_questions", answers)
+    prompts = [f"q{i}" for i in range(20)]
+    first = evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=0)
+    torch.rand(5)  # another stage drew from the global state meanwhile
+    assert evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=0) == first
+    assert evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=1) != first

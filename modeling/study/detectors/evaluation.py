@@ -22,6 +22,7 @@ people (`selective.choose_threshold`).
 """
 
 import numpy as np
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...scoring import answer_questions
@@ -38,8 +39,12 @@ def _answered(rows: list[dict]) -> list[dict]:
     return [row for row in rows if row["verdict"] != "abstained"]
 
 
-def _sampled_entropies(model, tokenizer, prompts: list[str], samples: int, temperature: float) -> list[float]:
-    """The semantic entropy of `samples` answers to each prompt, sampled at `temperature` (no top-k or top-p cut)."""
+def _sampled_entropies(
+    model, tokenizer, prompts: list[str], samples: int, temperature: float, seed: int = 0
+) -> list[float]:
+    """The semantic entropy of `samples` answers to each prompt, sampled at `temperature` (no top-k or top-p cut)
+    from the random state `seed` sets, so that a run's detectors come out the same whatever ran before them."""
+    torch.manual_seed(seed)
     answers, _ = answer_questions(
         model, tokenizer, prompts, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
         num_return_sequences=samples,
@@ -81,7 +86,7 @@ def detector_scores(
     scores["semantic_entropy"] = scores["entropy_probe"] = [None] * len(test)
     if entropy_samples and dev:
         prompts = [row["prompt"] for row in dev + test]
-        sampled = _sampled_entropies(model, tokenizer, prompts, entropy_samples, temperature)
+        sampled = _sampled_entropies(model, tokenizer, prompts, entropy_samples, temperature, seed)
         entropies = sampled[len(dev) :]
         scores["semantic_entropy"] = [-value for value in entropies]
         high, threshold = high_entropy_labels(sampled[: len(dev)])
