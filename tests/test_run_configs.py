@@ -13,6 +13,7 @@ import modeling.cli.study
 import modeling.run_config
 from modeling.run_config import parse_run_config
 from modeling.study import StudyArguments, SweepArguments
+from modeling.study.architectures import CompareArguments
 from modeling.training import finetuning, pretraining
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ SCRIPTS = {
     "finetune": ((finetuning.FinetuneArguments, SFTConfig), finetuning.DEFAULTS),
     "study": ((StudyArguments,), None),
     "sweep": ((SweepArguments,), None),
+    "compare": ((CompareArguments,), None),
 }
 CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "study").glob("*.yaml"))
 

@@ -19,6 +19,7 @@ PROG = "lstm-lab-compare"
 def parse(argv: list[str]) -> CompareArguments:
     """The comparison's settings from `argv`, with both studies' shared worlds checked."""
     (args,) = parse_run_config((CompareArguments,), argv, description=f"{__doc__}\n{DEBUG_HELP}", prog=PROG)
+    args.check_studies()
     return args
 
 

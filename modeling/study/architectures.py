@@ -43,6 +43,13 @@ class CompareArguments(RunArguments):
         super().__post_init__()
         if len(self.studies) != 2 or len(self.labels) != 2 or len(set(self.labels)) != 2:
             raise ValueError("CompareArguments needs two studies and two distinct labels")
+
+    def check_studies(self) -> None:
+        """Refuse studies that share no finished world (before any figure is computed).
+
+        Raises:
+            ValueError: naming both studies.
+        """
         if not shared_worlds([Path(study) for study in self.studies]):
             raise ValueError(
                 f"{self.studies[0]} and {self.studies[1]} share no finished world (seed_<S>/results.json): run each "
