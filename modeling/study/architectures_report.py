@@ -97,8 +97,8 @@ def write_comparison(comparison: dict, out_dir: Path) -> Path:
         "the mean over the worlds of each world's mean over its training seeds. Intervals: 95% percentile, a paired "
         f"two-level bootstrap over test people and training seeds within each world ({comparison['resamples']:,} "
         "resamples, the same draws for both architectures), worlds kept as strata; they do not include how much the "
-        "worlds differ, which the per-world differences show. Time of the two studies, all stages (minutes): "
-        f"{minutes}.",
+        "worlds differ, which the per-world differences show. Time of the two studies, all stages, as their "
+        f"results record it (a stage reused from an earlier run counts 0), in minutes: {minutes}.",
         "",
         "## Answers",
         "",
