@@ -41,6 +41,7 @@ from .console import factuality_summary, use_console_progress
 from .defaults import COMMON_DEFAULTS, check_trainer_settings
 from .factuality_trainer import FIGURES, FactualitySFTTrainer
 from .kl_penalty import KL_POSITIONS
+from .process_exit import end_run
 
 
 @dataclass
@@ -516,7 +517,8 @@ def kept_model_evaluation(trainer: FactualitySFTTrainer) -> dict:
 
 def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
     """Run one fine-tuning and return its output folder, which holds `model/` (full) or `adapter/` (LoRA, with the
-    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml`.
+    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml` (on several processes, each one exits once
+    the run is written instead of returning: `end_run`).
 
     Raises:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
@@ -555,8 +557,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         }
         write_run_record(out_dir, metrics, trainer.state.log_history, args, sft_config)
         print(f"finetune: wrote {target}, metrics.json, log_history.json and run_config.yaml in {out_dir}")
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_run(trainer)
     return out_dir
 
 

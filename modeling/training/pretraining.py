@@ -52,6 +52,7 @@ from .corpus import build_examples, load_corpus
 from .defaults import COMMON_DEFAULTS, check_trainer_settings
 from .plots import plot_loss_curves
 from .precision import float32_forward
+from .process_exit import end_run
 
 
 @dataclass
@@ -323,7 +324,8 @@ def save_pretraining_run(
 
 
 def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
-    """Run one pre-training; returns the folder of the saved model and tokenizer.
+    """Run one pre-training; returns the folder of the saved model and tokenizer (on several processes, each one
+    exits once the run is written instead of returning: `end_run`).
 
     Raises:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
@@ -359,10 +361,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     use_console_progress(trainer, loss_summary("pretrain"))
     trainer.train()
     model_dir = save_pretraining_run(args, trainer, trainer.evaluate(), world, out_dir)
-    # Every process waits for the writer, then leaves the process group: a process that exits with the group still
-    # up can abort in gloo's teardown ("terminate called without an active exception", seen in CI-like runs).
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_run(trainer)
     return model_dir
 
 
