@@ -2,6 +2,7 @@
 from hand-made records, the pick, and a real tiny sweep on the session's tiny pre-training (reused, as a sweep
 reuses its own), resumed without fine-tuning again."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from modeling.run_config import parse_run_config
 from modeling.study import SweepArguments, run_sweep
 from modeling.study import runner as study_runner
+from modeling.study.mitigation_settings import pick_settings
 from modeling.study.sweep import (
     Regime,
     fitted_at_end,
@@ -27,12 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_sweep_args(out: Path, *flags: str) -> SweepArguments:
-    """A sweep on the tiny study's pre-training, probe and fine-tuning config (tests/helpers.py `tiny_args`)."""
+    """A sweep on the tiny study's pre-training, probe and fine-tuning config (tests/helpers.py `tiny_args`), with
+    two KL weights; replay only where `flags` ask (the tiny world's documents are longer than that config's
+    max_length, so a replay run cannot train them)."""
     argv = ["--output_dir", str(out), "--pretrain_config", str(REPO / "configs" / "tiny.yaml")]
     argv += ["--finetune_config", str(REPO / "configs" / "study" / "finetune_tiny.yaml"), "--finetune_size", "6"]
     argv += ["--full_learning_rates", "0.03", "--lora_learning_rates", "0.03", "--batch_sizes", "6"]
-    argv += ["--eval_epochs", "10", "20", "40", "--probe_samples", "2", *flags]
-    return parse_run_config((SweepArguments,), argv)[0]
+    argv += ["--eval_epochs", "10", "20", "40", "--probe_samples", "2", "--kl_coefs", "0.5", "2", *flags]
+    args = parse_run_config((SweepArguments,), argv)[0]
+    return args if "--replay_fractions" in flags else dataclasses.replace(args, replay_fractions=[])
 
 
 def test_regimes_are_every_method_batch_and_rate_and_each_config_changes_only_those(tmp_path):
@@ -55,6 +60,9 @@ def test_regimes_are_every_method_batch_and_rate_and_each_config_changes_only_th
         (("--lora_learning_rates", "-0.1"), "learning rates must be positive"),
         (("--eval_epochs", "20", "10"), r"eval_epochs is \[20, 10\]; allowed: increasing epochs"),
         (("--fraction_unknown", "1.5"), r"is 1.5; allowed: a share of unknown facts in \[0, 1\]"),
+        (("--kl_coefs", "1", "0"), r"kl_coef is 0.0; allowed: a positive weight"),
+        (("--replay_fractions", "1"), r"replay_fraction is 1.0; allowed: a share in \(0, 1\)"),
+        (("--methods", "lora"), r"tried in full fine-tuning's pick: add 'full' to methods"),
     ],
 )
 def test_bad_sweep_settings_are_refused_when_parsed(tmp_path, flags, message):
@@ -178,6 +186,27 @@ def test_a_tie_on_dev_goes_to_the_larger_batch_then_the_lower_learning_rate():
     assert pick["regime"] == "full_slow" and sorted(pick["tied"]) == ["full_fast", "full_small_batch"]
 
 
+def _setting(setting: str, value: float, dev: float) -> dict:
+    return {"setting": setting, "value": value, "dev_known_accuracy": dev}
+
+
+def test_each_mitigation_setting_is_picked_on_dev_and_a_tie_goes_to_the_smaller_value():
+    a, b = (35 / 138 + 39 / 138) / 2, (37 / 138 + 37 / 138) / 2  # one accuracy, two floats
+    summaries = [
+        _setting("kl_coef", 3.0, 0.30),
+        _setting("kl_coef", 0.1, 0.20),
+        _setting("kl_coef", 1.0, 0.35),  # the best
+        _setting("replay_fraction", 0.5, max(a, b)),
+        _setting("replay_fraction", 0.25, min(a, b)),  # tied, and smaller
+        _setting("replay_fraction", 0.1, min(a, b) - 0.01),
+    ]
+    assert pick_settings(summaries) == {
+        "kl_coef": {"value": 1.0, "tied": []},
+        "replay_fraction": {"value": 0.25, "tied": [0.5]},
+    }
+    assert pick_settings([]) == {}
+
+
 def test_a_run_counts_as_converged_only_if_fitted_at_its_last_epoch():
     per_epoch = [
         {"epoch": e, "dev_known_accuracy": 0.1, "test_known_accuracy": 0.1, "finetune_known_exact_match": k,
@@ -200,6 +229,13 @@ def test_a_tiny_sweep_reuses_the_pre_training_writes_every_regime_and_resumes(st
 
     for stage in ("pretrain", "probe_knowledge", "answer_questions"):
         monkeypatch.setattr(study_runner, stage, must_not_run)
+    trained, run_finetuning = [], study_runner.run_finetuning
+
+    def recording(run, args, *rest):  # what each fine-tuning was given
+        trained.append((run.condition.mitigation, args.kl_coef, args.replay_fraction, Path(args.finetune_config)))
+        return run_finetuning(run, args, *rest)
+
+    monkeypatch.setattr(study_runner, "run_finetuning", recording)
     args = tiny_sweep_args(out, "--training_seeds", "0", "1")
     run_sweep(args)
     sweep = json.loads((out / "sweep.json").read_text())
@@ -215,10 +251,49 @@ def test_a_tiny_sweep_reuses_the_pre_training_writes_every_regime_and_resumes(st
         fitted = all(end[f"finetune_{g}_exact_match"] >= 0.95 for end in ends for g in ("known", "unknown"))
         assert regime["converged"] == fitted and (regime["test_known_accuracy"]["late_harm_verdict"] is None) != fitted
     assert "| full_lr0.03_b6 |" in (out / "sweep.md").read_text()
+    _check_mitigation_settings(sweep, out, trained)
 
     monkeypatch.setattr(study_runner, "run_finetuning", must_not_run)
     run_sweep(tiny_sweep_args(out, "--training_seeds", "0", "1"))  # every run is on file: nothing trains
-    assert json.loads((out / "sweep.json").read_text())["regimes"] == sweep["regimes"]
+    again = json.loads((out / "sweep.json").read_text())
+    assert again["regimes"] == sweep["regimes"] and again["mitigation_settings"] == sweep["mitigation_settings"]
+
+
+def _check_mitigation_settings(sweep: dict, out: Path, trained: list[tuple]) -> None:
+    """Each KL weight was trained (both seeds) in full fine-tuning's pick with that value and its mitigation, its
+    dev accuracy is the records', and the pick is a function of the file."""
+    pick_config = out / "regimes" / sweep["picks"]["full"]["regime"] / "finetune.yaml"
+    tried = [(s["setting"], s["value"]) for s in sweep["mitigation_settings"]]
+    assert tried == [("kl_coef", 0.5), ("kl_coef", 2.0)]
+    mitigation_runs = [t for t in trained if t[0] != "none"]
+    kl_runs = [(m, kl, path) for m, kl, _, path in mitigation_runs]
+    assert kl_runs == [("kl_penalty", kl, pick_config) for kl in (0.5, 0.5, 2.0, 2.0)]
+    for summary in sweep["mitigation_settings"]:
+        folder = out / "mitigations" / f"{summary['setting']}_{summary['value']:g}"
+        records = pd.read_parquet(folder / "answers.parquet")
+        dev = records[(records["split"] == "dev") & (records["group"] == "known")]
+        last = dev[dev["epoch"] == dev["epoch"].max()]
+        per_seed = last.groupby("training_seed")["verdict"].apply(lambda v: (v == "correct").mean())
+        assert sorted(per_seed.index) == [0, 1] and last["epoch"].iloc[0] == 40
+        assert summary["dev_known_accuracy"] == pytest.approx(per_seed.mean())
+        assert summary["dev_known_accuracy_interval"]["estimate"] == pytest.approx(per_seed.mean())
+    assert sweep["setting_picks"] == pick_settings(sweep["mitigation_settings"])
+    assert (out / "mitigation_settings.png").stat().st_size > 0
+    report = (out / "sweep.md").read_text()
+    assert "| kl_penalty | kl_coef 0.5 |" in report and "| kl_penalty | kl_coef 2 |" in report
+
+
+def test_a_sweep_whose_replayed_documents_do_not_fit_stops_before_any_fine_tuning(study, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    shutil.copytree(study / "pretrain", out / "pretrain")  # the tiny study's, under the same settings
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("fine-tuned")
+
+    monkeypatch.setattr(study_runner, "run_finetuning", must_not_run)
+    with pytest.raises(ValueError, match=r"finetune_tiny.yaml: max_length is 128, but the replay mitigation"):
+        run_sweep(tiny_sweep_args(out, "--replay_fractions", "0.25"))
+    assert not list(out.rglob("conditions")) and not (out / "probe.json").exists()
 
 
 def _check_late_harm_from_records(regime: dict, records: pd.DataFrame) -> None:

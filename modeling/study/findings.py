@@ -27,6 +27,9 @@ LATE_HARM = 0.07
 ABSTENTION_GAIN = 0.115
 # A harm this small still counts as "no loss" for the filtering finding (ours: their paper gives no margin).
 NO_LOSS_MARGIN = 0.05
+# Dev accuracies closer than this are one value when a setting is picked on them (the sweep's picks): float sums of
+# the same counts in another order differ in the last bit.
+TIE = 1e-9
 METHOD = (
     f"percentile bootstrap over people and training seeds, {RESAMPLES} resamples: people (with all their "
     "questions) and seeds drawn with replacement, the same draws for both sides of a difference; intervals of 0 "

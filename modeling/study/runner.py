@@ -230,15 +230,21 @@ def epoch0_stage(
 
 
 def conditions_stage(
-    args: StudyArguments, out_dir: Path, pretrain_dir: Path, world: World, probe: dict, epoch0: tuple[dict, str]
+    args: StudyArguments,
+    out_dir: Path,
+    pretrain_dir: Path,
+    world: World,
+    probe: dict,
+    epoch0: tuple[dict, str],
+    conditions: list[Condition] | None = None,
 ) -> tuple[dict[Condition, dict], list[str]]:
-    """Stage 4: every planned condition under every training seed, each run fine-tuned unless
-    `conditions/<name>/seed_<S>.json` holds its finished result under the same settings key (with its records file
-    whole); `epoch0` is `epoch0_stage`'s answers and key. Returns the results by condition
-    (`conditions.condition_result`) and the names of the runs reused."""
+    """Stage 4: every planned condition (`conditions`, default `plan_conditions(args)`) under every training seed,
+    each run fine-tuned unless `conditions/<name>/seed_<S>.json` holds its finished result under the same settings
+    key (with its records file whole); `epoch0` is `epoch0_stage`'s answers and key. Returns the results by
+    condition (`conditions.condition_result`) and the names of the runs reused."""
     epoch0_answers, epoch0_key = epoch0
     held_out = HeldOutQuestions.load(pretrain_dir / "world")
-    planned = plan_conditions(args)
+    planned = plan_conditions(args) if conditions is None else conditions
     results: dict[Condition, dict] = {}
     reused = []
     finetune_config = Path(args.finetune_config).read_text(encoding="utf-8")

@@ -11,7 +11,8 @@ early stop and at the last epoch (their CONVERGENCE: the set fitted, then the re
 paired interval of the late harm (the difference).
 
 The pick (`pick_regimes`) looks at the dev people and the fine-tune set only, never the test people or the late harm
-it would be chosen to show: see `CHOICE_RULE`.
+it would be chosen to show: see `CHOICE_RULE`. In full fine-tuning's pick, the sweep then tries the trained
+mitigations' settings (`kl_coefs`, `replay_fractions`) and picks each on the dev people (`mitigation_settings.py`).
 """
 
 import dataclasses
@@ -26,10 +27,11 @@ from ..files import write_json
 from ..run_config import RunArguments, find_config, run_config_sections
 from ..threads import set_num_threads
 from ..world import load_world
-from .conditions import best_epoch, condition_configs, early_stopped
+from .conditions import best_epoch, check_replay_fits, condition_configs, early_stopped
 from .config import METHODS, Run, StudyArguments, plan_conditions
 from .evidence import difference_interval, rate_interval, verdict
-from .findings import LATE_HARM, asked, runs_at
+from .findings import LATE_HARM, TIE, asked, runs_at
+from .mitigation_settings import SETTING_RULE, pick_settings, run_settings
 from .runner import collect_records, conditions_stage, epoch0_stage, pretrain_matching, probe_stage
 from .sweep_report import write_sweep_report
 
@@ -46,8 +48,6 @@ CHOICE_RULE = (
     "study shares. Where no regime qualifies, the condition is relaxed (first the room, then the fitting) and the "
     "pick says so. The test people and the late harm play no part"
 )
-# Dev accuracies closer than this are one value: float sums of the same counts in another order differ in the last bit.
-TIE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,14 @@ class SweepArguments(RunArguments):
         metadata={"help": "epochs evaluated, dense where the curves move; the last is the fixed budget"},
     )
     training_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    kl_coefs: list[float] = field(
+        default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0],
+        metadata={"help": "KL penalty weights tried in full fine-tuning's pick (mitigation_settings.py; [] none)"},
+    )
+    replay_fractions: list[float] = field(
+        default_factory=lambda: [0.1, 0.25, 0.5],
+        metadata={"help": "replayed shares tried in full fine-tuning's pick (mitigation_settings.py; [] none)"},
+    )
     probe_samples: int = field(default=4, metadata={"help": "as the study's"})
     probe_temperature: float = 0.7
     seed: int = field(default=0, metadata={"help": "seed of the probe's sampling"})
@@ -105,7 +113,20 @@ class SweepArguments(RunArguments):
             raise ValueError(f"SweepArguments.batch_sizes must be positive, got {self.batch_sizes}")
         if any(rate <= 0 for rate in self.full_learning_rates + self.lora_learning_rates):
             raise ValueError("SweepArguments' learning rates must be positive")
-        self.study(self.finetune_config, Path(self.output_dir))  # the settings it shares with a study, checked there
+        if self.mitigation_values() and "full" not in self.methods:
+            raise ValueError(
+                "SweepArguments.kl_coefs and replay_fractions are tried in full fine-tuning's pick: add 'full' to "
+                f"methods (now {self.methods}) or give neither"
+            )
+        study = self.study(self.finetune_config, Path(self.output_dir))  # the settings it shares with a study, checked
+        for setting, value in self.mitigation_values():
+            dataclasses.replace(study, **{setting: value})  # each value, checked as the study's setting
+
+    def mitigation_values(self) -> list[tuple[str, float]]:
+        """Every (setting, value) of a trained mitigation the sweep tries (`mitigation_settings.py`), in order."""
+        return [("kl_coef", value) for value in self.kl_coefs] + [
+            ("replay_fraction", value) for value in self.replay_fractions
+        ]
 
     def regimes(self) -> list[Regime]:
         """Every regime, method by method, batch size by batch size, in the order given."""
@@ -262,7 +283,8 @@ def pick_regimes(summaries: list[dict]) -> dict[str, dict]:
 
 def run_sweep(args: SweepArguments) -> Path:
     """Run (or finish: finished runs are reused as the study reuses them) the sweep of `args`; returns its output
-    folder, which holds `sweep.json`, `sweep.md` and `sweep.png` (see `sweep_report.py`)."""
+    folder, which holds `sweep.json`, `sweep.md`, `sweep.png` and, with mitigation settings, `mitigation_settings.png`
+    (see `sweep_report.py`)."""
     out_dir = Path(args.output_dir)
     if args.overwrite_output_dir:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -275,6 +297,8 @@ def run_sweep(args: SweepArguments) -> Path:
     args.num_threads = set_num_threads(args.num_threads)
     shared = args.study(args.finetune_config, out_dir)
     pretrain_dir, pretrain_key, _ = pretrain_matching(shared, out_dir)
+    if args.replay_fractions:  # the first moment it can be checked, before any fine-tuning
+        check_replay_fits(dataclasses.replace(shared, mitigations=["replay"]), pretrain_dir)
     world = load_world(pretrain_dir / "world")
     probe, _ = probe_stage(shared, out_dir, pretrain_dir, pretrain_key, world)
     *epoch0, _ = epoch0_stage(shared, out_dir, pretrain_dir, pretrain_key)
@@ -286,6 +310,12 @@ def run_sweep(args: SweepArguments) -> Path:
         (condition,) = results.values()
         records, _ = collect_records([condition], folder)
         summaries.append(regime_summary(regime, condition, records))
+    picks = pick_regimes(summaries)
+    settings = []
+    if args.mitigation_values():
+        full = next(study for regime, study in planned if regime.name == picks["full"]["regime"])
+        stages = (pretrain_dir, world, probe, tuple(epoch0))
+        settings = run_settings(args.mitigation_values(), full, out_dir, stages)
     sweep = {
         "config": run_config_sections(args)["SweepArguments"],
         "fitted_share": FITTED,
@@ -293,11 +323,14 @@ def run_sweep(args: SweepArguments) -> Path:
         "late_harm_bar": LATE_HARM,
         "choice_rule": CHOICE_RULE,
         "regimes": summaries,
-        "picks": pick_regimes(summaries),
+        "picks": picks,
+        "setting_rule": SETTING_RULE,
+        "mitigation_settings": settings,
+        "setting_picks": pick_settings(settings),
     }
     write_json(sweep, out_dir / "sweep.json")  # first: the report is made from it, and can be made again
     write_sweep_report(sweep, out_dir)
-    print(f"sweep: picks {sweep['picks']}; wrote sweep.json, sweep.md and sweep.png in {out_dir}")
+    print(f"sweep: picks {picks} and {sweep['setting_picks']}; wrote sweep.json, sweep.md and sweep.png in {out_dir}")
     return out_dir
 
 
@@ -305,7 +338,6 @@ __all__ = [
     "CHOICE_RULE",
     "FITTED",
     "ROOM_EPOCHS",
-    "TIE",
     "Regime",
     "SweepArguments",
     "fitted_at_end",

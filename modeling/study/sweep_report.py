@@ -4,7 +4,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .render import rate_axis, save_figure, signed, with_interval
+from .render import error_bars, rate_axis, save_figure, signed, with_interval
 
 CURVES = (  # (per-epoch key, label, line style)
     ("test_known_accuracy", "test known accuracy", "-"),
@@ -68,8 +68,71 @@ def regime_row(regime: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def plot_mitigation_settings(settings: list[dict], plain: dict, path: Path) -> None:
+    """One panel per setting: the dev known accuracy at the last epoch against the value (log scale), with 95%
+    intervals; the plain run's (`plain`, a rate of `evidence.rate_interval`) as a dashed line with its band."""
+    names = list(dict.fromkeys(summary["setting"] for summary in settings))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        tried = [summary for summary in settings if summary["setting"] == name]
+        estimates, yerr = error_bars([summary["dev_known_accuracy_interval"] for summary in tried])
+        ax.errorbar([summary["value"] for summary in tried], estimates, yerr=yerr, fmt="o-", capsize=3)
+        ax.axhline(plain["estimate"], color="grey", linestyle="--", label="plain run")
+        ax.axhspan(plain["low"], plain["high"], color="grey", alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} ({tried[0]['mitigation']})")
+        rate_axis(ax)
+    axes[0][0].set_ylabel("dev known accuracy, last epoch")
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def mitigation_settings_section(sweep: dict, out_dir: Path) -> list[str]:
+    """The lines of `sweep.md` on the trained mitigations' settings (none if the sweep tried none); plots them."""
+    settings = sweep.get("mitigation_settings") or []
+    if not settings:
+        return []
+    full = next(r for r in sweep["regimes"] if r["regime"] == sweep["picks"]["full"]["regime"])
+    plain = full["dev_known_accuracy"]["convergence"]
+    plot_mitigation_settings(settings, plain, out_dir / "mitigation_settings.png")
+    rows = [f"| plain run (no mitigation) | | {with_interval(plain)} | | | |"]
+    for summary in settings:
+        known, unknown = (summary[f"finetune_{group}_exact_match"] for group in ("known", "unknown"))
+        cells = [
+            summary["mitigation"],
+            f"{summary['setting']} {summary['value']:g}",
+            with_interval(summary["dev_known_accuracy_interval"]),
+            "n/a" if known is None else f"{known:.2f}",
+            "n/a" if unknown is None else f"{unknown:.2f}",
+            f"{summary['seconds']:.0f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    picks = [f"- {setting}: {pick['value']:g}" + (f" (tied: {pick['tied']})" if pick["tied"] else "")
+             for setting, pick in sweep["setting_picks"].items()]  # fmt: skip
+    return [
+        "",
+        "## The trained mitigations' settings",
+        "",
+        f"Each value fine-tunes its mitigation in {full['regime']} (full fine-tuning's pick) for the same budget, "
+        "under the same training seeds; `mitigations/<setting>_<value>/` holds its runs and records. Figures at the "
+        "last epoch, means over the seeds; the interval is over dev people and seeds.",
+        "",
+        "![mitigation settings](mitigation_settings.png)",
+        "",
+        "| mitigation | setting | dev known accuracy | known examples fitted | unknown examples fitted | seconds per "
+        "run |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Rule (`SETTING_RULE`): {sweep['setting_rule']}.",
+        "",
+        *picks,
+    ]
+
+
 def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
-    """`out_dir/sweep.md` and `out_dir/sweep.png` from `sweep` (what `run_sweep` writes as sweep.json)."""
+    """`out_dir/sweep.md`, `out_dir/sweep.png` and `out_dir/mitigation_settings.png` (if it tried any) from `sweep`
+    (what `run_sweep` writes as sweep.json)."""
     config, regimes = sweep["config"], sweep["regimes"]
     plot_sweep(regimes, out_dir / "sweep.png")
     lines = [
@@ -105,9 +168,10 @@ def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
         relaxed = f" (no regime met the rule; relaxed: {pick['relaxed']})" if pick["relaxed"] else ""
         tied = f"; tied on dev with {', '.join(pick['tied'])}, passed over by the tie-break" if pick["tied"] else ""
         lines.append(f"- {method}: {pick['regime']}{relaxed}{tied}")
+    lines += mitigation_settings_section(sweep, out_dir)
     path = out_dir / "sweep.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-__all__ = ["plot_sweep", "regime_row", "write_sweep_report"]
+__all__ = ["mitigation_settings_section", "plot_mitigation_settings", "plot_sweep", "regime_row", "write_sweep_report"]
