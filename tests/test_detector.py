@@ -98,6 +98,20 @@ def test_a_probe_chooses_the_layer_that_holds_the_signal(signal_layer):
     assert auroc(list(labels), probe.score(fresh)) > 0.9  # it generalises to new rows
 
 
+def test_a_probe_fits_float32_states_with_subnormal_units():
+    # A saturated LSTM's units (the sweep's LoRA at 3e-2): one unit at float32 subnormals near 1e-43, one constant.
+    labels = np.tile([True, False, False, True], 30)
+    people = np.repeat(np.arange(60), 2)
+    states = _layered(1, labels).astype(np.float32)
+    tiny = np.float32(-7.45e-43)  # its spread, a tenth of rows one subnormal step away, has a scale below float32's
+    states[:, :, 0] = np.where(np.arange(120) % 10, tiny, np.nextafter(tiny, np.float32(0)))
+    states[:, :, 1] = -1.0
+    probe = fit_probe(states, list(labels), list(people))
+    assert probe.layer == 1 and probe.layer_auroc[1] > 0.9
+    scores = probe.score(states)
+    assert np.isfinite(scores).all() and auroc(list(labels), scores) > 0.9
+
+
 def test_no_probe_without_two_people_holding_each_label():
     labels = [True, True, False, False, False]
     assert fit_probe(np.zeros((1, 5, 2)), labels, [1, 1, 2, 3, 4]) is None  # every right answer is person 1's
@@ -173,29 +187,6 @@ def test_the_entropy_probe_scores_low_predicted_entropy_as_likely_right(monkeypa
     assert fits["entropy_probe"]["num_high"] == 6 and fits["entropy_probe"]["threshold"] == pytest.approx(0.75)
     assert scored[1]["entropy_probe"] > 0.5 > scored[0]["entropy_probe"]
     assert [row["semantic_entropy"] for row in scored] == [-1.5, 0.0]
-
-
-@pytest.mark.parametrize("split", ["dev", "test"])
-def test_a_diverged_models_states_give_no_probe_and_the_other_detectors_still_score(monkeypatch, split):
-    # A sweep's too-high learning rate left NaN in a model's hidden states, on dev or on test; the probes stand down
-    # (scikit-learn refuses NaN) and the confidence and semantic entropy are scored as ever.
-    from modeling.study.detectors import evaluation
-
-    dev = [_record(p, "correct" if p % 2 else "hallucinated", -1.0, f"q{p}") for p in range(12)]
-    test = [_record(20, "hallucinated", -2.0, "t0"), _record(21, "correct", -0.5, "t1")]
-    diverged = "q3" if split == "dev" else "t1"
-
-    def states(model, tokenizer, prompts):
-        rows = np.random.default_rng(0).normal(size=(2, len(prompts), 3))
-        rows[1, [i for i, p in enumerate(prompts) if p == diverged], 2] = np.nan  # one state of one layer
-        return {"question": rows, "answer": rows}
-
-    monkeypatch.setattr(evaluation, "read_states", states)
-    monkeypatch.setattr(evaluation, "_sampled_entropies", lambda *args: [float(p[-1] == "1") for p in args[2]])
-    scored, fits = evaluation.detector_scores(None, None, dev, test, entropy_samples=4)
-    assert fits["question_probe"] is None and fits["answer_probe"] is None and "layer" not in fits["entropy_probe"]
-    assert all(row[name] is None for row in scored for name in ("question_probe", "answer_probe", "entropy_probe"))
-    assert [row["confidence"] for row in scored] == [-2.0, -0.5] and [r["semantic_entropy"] for r in scored] == [0, -1]
 
 
 def test_the_sampled_answers_come_from_the_runs_own_seed_whatever_ran_before(monkeypatch):

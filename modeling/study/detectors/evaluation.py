@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...scoring import answer_questions
 from .hidden_states import read_states
-from .probes import Probe, fit_probe
+from .probes import fit_probe
 from .selective import auroc, choose_threshold, risk_coverage
 from .semantic_entropy import high_entropy_labels, semantic_entropy
 
@@ -79,7 +79,7 @@ def detector_scores(
     scores: dict[str, list] = {"confidence": [row["confidence"] for row in test]}
     fits = {}
     for name, place in (("question_probe", "question"), ("answer_probe", "answer")):
-        probe = _fit_finite(states, place, dev_correct, dev_people, seed) if dev else None
+        probe = fit_probe(states["dev"][place], dev_correct, dev_people, seed) if dev else None
         scores[name] = probe.score(states["test"][place]) if probe else [None] * len(test)
         fits[name] = {"layer": probe.layer, "layer_auroc": probe.layer_auroc} if probe else None
     entropies = [None] * len(test)
@@ -90,7 +90,7 @@ def detector_scores(
         entropies = sampled[len(dev) :]
         scores["semantic_entropy"] = [-value for value in entropies]
         high, threshold = high_entropy_labels(sampled[: len(dev)])
-        probe = _fit_finite(states, "question", high, dev_people, seed)
+        probe = fit_probe(states["dev"]["question"], high, dev_people, seed)
         if probe:  # its score: the probability of *low* entropy, which goes with a correct answer
             scores["entropy_probe"] = [1 - p for p in probe.score(states["test"]["question"])]
         fits["entropy_probe"] = {"threshold": threshold, "num_high": sum(high)} | (
@@ -103,15 +103,6 @@ def detector_scores(
         for i, row in enumerate(test)
     ]
     return rows, fits
-
-
-def _fit_finite(states: dict, place: str, labels: list[bool], people: list[int], seed: int) -> Probe | None:
-    """`fit_probe` on the dev states at `place`; None where the dev or test states are not all finite (a diverged
-    model's, as a sweep's too-high learning rate gives: there is nothing to learn from them, and scikit-learn
-    refuses NaN)."""
-    if not all(np.isfinite(states[split][place]).all() for split in ("dev", "test")):
-        return None
-    return fit_probe(states["dev"][place], labels, people, seed)
 
 
 def summarize_detectors(scored: list[dict], dev: list[dict], num_test: int, fits: dict) -> dict:

@@ -29,7 +29,13 @@ class Probe:
 
     def score(self, states: np.ndarray) -> list[float]:
         """The probability of the positive class for each row of `states` (layers, rows, hidden size)."""
-        return self.pipeline.predict_proba(states[self.layer])[:, 1].tolist()
+        return self.pipeline.predict_proba(_float64(states[self.layer]))[:, 1].tolist()
+
+
+def _float64(states: np.ndarray) -> np.ndarray:
+    # A saturated LSTM (the sweep's LoRA at 3e-2) leaves units at subnormal float32 values near 1e-43: their scale,
+    # near 1e-46, rounds to 0 in float32, and StandardScaler divides by it (0 / 0: NaN). In float64 it does not.
+    return np.asarray(states, dtype=np.float64)
 
 
 def _pipeline(seed: int) -> Pipeline:
@@ -42,7 +48,7 @@ def fit_probe(states: np.ndarray, labels: list[bool], people: list[int], seed: i
     """Fit a probe of `labels` on `states` (layers, rows, hidden size), choosing the layer by cross-validation grouped
     by `people` (one id per row; `StratifiedGroupKFold`, up to 5 folds). None when either label is held by fewer than
     two people: there is nothing to cross-validate."""
-    labels_array, people_array = np.asarray(labels, dtype=bool), np.asarray(people)
+    states, labels_array, people_array = _float64(states), np.asarray(labels, dtype=bool), np.asarray(people)
     folds = min(MAX_FOLDS, *(len(set(people_array[labels_array == value])) for value in (True, False)))
     if folds < 2:
         return None
