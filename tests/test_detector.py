@@ -110,6 +110,7 @@ def test_a_probe_fits_float32_states_with_subnormal_units():
     assert probe.layer == 1 and probe.layer_auroc[1] > 0.9
     scores = probe.score(states)
     assert np.isfinite(scores).all() and auroc(list(labels), scores) > 0.9
+    assert probe.pipeline[-1].coef_[0][0] == 0  # the dust is a constant unit, not a feature
 
 
 def test_no_probe_without_two_people_holding_each_label():

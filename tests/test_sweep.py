@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from modeling.run_config import parse_run_config
-from modeling.study import SweepArguments, run_sweep
+from modeling.study import SweepArguments, mitigation_settings, run_sweep
 from modeling.study import runner as study_runner
+from modeling.study.config import Condition, StudyArguments
 from modeling.study.mitigation_settings import pick_settings
 from modeling.study.sweep import (
     Regime,
@@ -205,6 +206,36 @@ def test_each_mitigation_setting_is_picked_on_dev_and_a_tie_goes_to_the_smaller_
         "replay_fraction": {"value": 0.25, "tied": [0.5]},
     }
     assert pick_settings([]) == {}
+
+
+def test_each_setting_trains_its_own_mitigation_at_its_value_and_the_sweeps_share(monkeypatch, tmp_path):
+    seen = []
+
+    def stage(trial, folder, *stages, conditions):  # what each value's fine-tuning is given
+        seen.append((conditions, trial.mitigations, trial.kl_coef, trial.replay_fraction, folder.name))
+        return {conditions[0]: {}}, []
+
+    monkeypatch.setattr(mitigation_settings, "conditions_stage", stage)
+    monkeypatch.setattr(mitigation_settings, "collect_records", lambda conditions, folder: (None, 0))
+    monkeypatch.setattr(mitigation_settings, "setting_summary", lambda *args: args[:2])
+    args = tiny_sweep_args(tmp_path, "--fraction_unknown", "0.25")
+    study = args.study(args.finetune_config, tmp_path / "pick")
+    values = [("kl_coef", 0.5), ("replay_fraction", 0.1)]
+    assert mitigation_settings.run_settings(values, study, tmp_path, (None,) * 4) == values
+    defaults = StudyArguments(finetune_config=args.finetune_config)
+    assert seen == [
+        ([Condition(0.25, "full", "kl_penalty", 6)], ["kl_penalty"], 0.5, defaults.replay_fraction, "kl_coef_0.5"),
+        ([Condition(0.25, "full", "replay", 6)], ["replay"], defaults.kl_coef, 0.1, "replay_fraction_0.1"),
+    ]
+
+
+def test_the_studys_mitigation_settings_are_the_committed_sweeps_picks():
+    picks = json.loads((REPO / "docs" / "sweep" / "sweep.json").read_text())["setting_picks"]
+    defaults = StudyArguments()
+    assert {setting: pick["value"] for setting, pick in picks.items()} == {
+        "kl_coef": defaults.kl_coef,
+        "replay_fraction": defaults.replay_fraction,
+    }
 
 
 def test_a_run_counts_as_converged_only_if_fitted_at_its_last_epoch():

@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> tuple[FinetuneArguments, SFTConfig]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(PROG, parse, lambda settings: finetune(*settings), argv)
+    run_command(PROG, parse, lambda settings: finetune(*settings, exit_when_launched=True), argv)
 
 
 if __name__ == "__main__":

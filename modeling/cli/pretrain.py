@@ -28,7 +28,7 @@ def parse(argv: list[str]) -> tuple[PretrainArguments, TrainingArguments]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(PROG, parse, lambda settings: pretrain(*settings), argv)
+    run_command(PROG, parse, lambda settings: pretrain(*settings, exit_when_launched=True), argv)
 
 
 if __name__ == "__main__":

@@ -219,4 +219,20 @@ def study_evidence(conditions: list[dict], records: pd.DataFrame, args: StudyArg
     }
 
 
-__all__ = ["METHOD", "REPORTED_RATES", "comparisons", "condition_rates", "findings", "runs_at", "study_evidence"]
+def tied_best(candidates: list[dict], key: str) -> list[dict]:
+    """The candidates whose `key` (a dev accuracy) is within `TIE` of the best: the sweep's picks choose among them
+    by a tie-break."""
+    best = max(candidate[key] for candidate in candidates)
+    return [candidate for candidate in candidates if candidate[key] >= best - TIE]
+
+
+__all__ = [
+    "tied_best",
+    "METHOD",
+    "REPORTED_RATES",
+    "comparisons",
+    "condition_rates",
+    "findings",
+    "runs_at",
+    "study_evidence",
+]

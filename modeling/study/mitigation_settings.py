@@ -16,7 +16,7 @@ import pandas as pd
 from ..world import World
 from .config import StudyArguments
 from .evidence import rate_interval
-from .findings import TIE, asked, runs_at
+from .findings import TIE, asked, runs_at, tied_best
 from .runner import collect_records, conditions_stage
 
 # Setting -> the mitigation it belongs to (StudyArguments holds both, as the study's settings).
@@ -76,12 +76,14 @@ def run_settings(
 
 def pick_settings(summaries: list[dict]) -> dict[str, dict]:
     """Setting -> the value `SETTING_RULE` picks: `value`, and `tied` (the other values of equal dev accuracy that
-    the tie-break passed over)."""
+    the tie-break passed over); a setting none of whose values trained has no pick."""
     picks = {}
     for setting in dict.fromkeys(summary["setting"] for summary in summaries):
-        tried = [summary for summary in summaries if summary["setting"] == setting]
-        best = max(summary["dev_known_accuracy"] for summary in tried)
-        tied = [summary for summary in tried if summary["dev_known_accuracy"] >= best - TIE]
+        # A value none of whose runs trained (an empty set) has no accuracy and cannot be picked.
+        tried = [s for s in summaries if s["setting"] == setting and s["dev_known_accuracy"] is not None]
+        if not tried:
+            continue
+        tied = tied_best(tried, "dev_known_accuracy")
         pick = min(tied, key=lambda summary: summary["value"])
         picks[setting] = {"value": pick["value"], "tied": [s["value"] for s in tied if s is not pick]}
     return picks

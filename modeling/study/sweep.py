@@ -30,7 +30,7 @@ from ..world import load_world
 from .conditions import best_epoch, check_replay_fits, condition_configs, early_stopped
 from .config import METHODS, Run, StudyArguments, plan_conditions
 from .evidence import difference_interval, rate_interval, verdict
-from .findings import LATE_HARM, TIE, asked, runs_at
+from .findings import LATE_HARM, asked, runs_at, tied_best
 from .mitigation_settings import SETTING_RULE, pick_settings, run_settings
 from .runner import collect_records, conditions_stage, epoch0_stage, pretrain_matching, probe_stage
 from .sweep_report import write_sweep_report
@@ -116,7 +116,7 @@ class SweepArguments(RunArguments):
         if self.mitigation_values() and "full" not in self.methods:
             raise ValueError(
                 "SweepArguments.kl_coefs and replay_fractions are tried in full fine-tuning's pick: add 'full' to "
-                f"methods (now {self.methods}) or give neither"
+                f"methods (now {self.methods}) or set both to [] in the config file"
             )
         study = self.study(self.finetune_config, Path(self.output_dir))  # the settings it shares with a study, checked
         for setting, value in self.mitigation_values():
@@ -144,6 +144,7 @@ class SweepArguments(RunArguments):
             pretrain_config=self.pretrain_config,
             finetune_config=finetune_config,
             unknown_fractions=[self.fraction_unknown],
+            mitigation_fraction=self.fraction_unknown,  # where the mitigations' settings are tried
             methods=[method],
             finetune_size=self.finetune_size,
             thin_sizes=[],
@@ -268,8 +269,7 @@ def pick_regimes(summaries: list[dict]) -> dict[str, dict]:
         ):
             eligible = [s for s in candidates if keep(s)]
             if eligible:
-                best = max(s["dev_early_stop_accuracy"] for s in eligible)
-                tied = [s for s in eligible if s["dev_early_stop_accuracy"] >= best - TIE]
+                tied = tied_best(eligible, "dev_early_stop_accuracy")
                 pick = max(tied, key=lambda s: (s["batch_size"], -s["learning_rate"]))
                 picks[method] = {
                     "regime": pick["regime"],
@@ -330,7 +330,7 @@ def run_sweep(args: SweepArguments) -> Path:
     }
     write_json(sweep, out_dir / "sweep.json")  # first: the report is made from it, and can be made again
     write_sweep_report(sweep, out_dir)
-    print(f"sweep: picks {picks} and {sweep['setting_picks']}; wrote sweep.json, sweep.md and sweep.png in {out_dir}")
+    print(f"sweep: picks {picks} and {sweep['setting_picks']}; wrote sweep.json, sweep.md and its plots in {out_dir}")
     return out_dir
 
 

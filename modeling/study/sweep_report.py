@@ -87,14 +87,15 @@ def plot_mitigation_settings(settings: list[dict], plain: dict, path: Path) -> N
     save_figure(fig, path)
 
 
-def mitigation_settings_section(sweep: dict, out_dir: Path) -> list[str]:
-    """The lines of `sweep.md` on the trained mitigations' settings (none if the sweep tried none); plots them."""
-    settings = sweep.get("mitigation_settings") or []
-    if not settings:
-        return []
-    full = next(r for r in sweep["regimes"] if r["regime"] == sweep["picks"]["full"]["regime"])
+def full_pick(sweep: dict) -> dict:
+    """The summary of the regime picked for full fine-tuning, where the mitigations' settings are tried."""
+    return next(regime for regime in sweep["regimes"] if regime["regime"] == sweep["picks"]["full"]["regime"])
+
+
+def mitigation_settings_section(sweep: dict) -> list[str]:
+    """The lines of `sweep.md` on the trained mitigations' settings (`sweep["mitigation_settings"]`, not empty)."""
+    settings, full = sweep["mitigation_settings"], full_pick(sweep)
     plain = full["dev_known_accuracy"]["convergence"]
-    plot_mitigation_settings(settings, plain, out_dir / "mitigation_settings.png")
     rows = [f"| plain run (no mitigation) | | {with_interval(plain)} | | | |"]
     for summary in settings:
         known, unknown = (summary[f"finetune_{group}_exact_match"] for group in ("known", "unknown"))
@@ -119,8 +120,8 @@ def mitigation_settings_section(sweep: dict, out_dir: Path) -> list[str]:
         "",
         "![mitigation settings](mitigation_settings.png)",
         "",
-        "| mitigation | setting | dev known accuracy | known examples fitted | unknown examples fitted | seconds per "
-        "run |",
+        "| mitigation | setting | dev known accuracy | known examples answered exactly | unknown examples answered "
+        "exactly | seconds per run |",
         "|---|---|---|---|---|---|",
         *rows,
         "",
@@ -168,10 +169,20 @@ def write_sweep_report(sweep: dict, out_dir: Path) -> Path:
         relaxed = f" (no regime met the rule; relaxed: {pick['relaxed']})" if pick["relaxed"] else ""
         tied = f"; tied on dev with {', '.join(pick['tied'])}, passed over by the tie-break" if pick["tied"] else ""
         lines.append(f"- {method}: {pick['regime']}{relaxed}{tied}")
-    lines += mitigation_settings_section(sweep, out_dir)
+    if sweep.get("mitigation_settings"):  # a sweep that tried them (older sweep.json files have no such key)
+        plain = full_pick(sweep)["dev_known_accuracy"]["convergence"]
+        plot_mitigation_settings(sweep["mitigation_settings"], plain, out_dir / "mitigation_settings.png")
+        lines += mitigation_settings_section(sweep)
     path = out_dir / "sweep.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-__all__ = ["mitigation_settings_section", "plot_mitigation_settings", "plot_sweep", "regime_row", "write_sweep_report"]
+__all__ = [
+    "full_pick",
+    "mitigation_settings_section",
+    "plot_mitigation_settings",
+    "plot_sweep",
+    "regime_row",
+    "write_sweep_report",
+]

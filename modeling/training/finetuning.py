@@ -515,10 +515,10 @@ def kept_model_evaluation(trainer: FactualitySFTTrainer) -> dict:
     return {**kept, "model_step": kept["step"]}
 
 
-def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
+def finetune(args: FinetuneArguments, sft_config: SFTConfig, exit_when_launched: bool = False) -> Path:
     """Run one fine-tuning and return its output folder, which holds `model/` (full) or `adapter/` (LoRA, with the
-    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml` (on several processes, each one exits once
-    the run is written instead of returning: `end_run`).
+    tokenizer), `metrics.json`, `log_history.json` and `run_config.yaml` (with `exit_when_launched`, each of several
+    processes exits once the run is written instead: `end_run`, which says why the commands do).
 
     Raises:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
@@ -557,7 +557,7 @@ def finetune(args: FinetuneArguments, sft_config: SFTConfig) -> Path:
         }
         write_run_record(out_dir, metrics, trainer.state.log_history, args, sft_config)
         print(f"finetune: wrote {target}, metrics.json, log_history.json and run_config.yaml in {out_dir}")
-    end_run(trainer)
+    end_run(trainer, exit_when_launched)
     return out_dir
 
 

@@ -323,9 +323,9 @@ def save_pretraining_run(
     return model_dir
 
 
-def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
-    """Run one pre-training; returns the folder of the saved model and tokenizer (on several processes, each one
-    exits once the run is written instead of returning: `end_run`).
+def pretrain(args: PretrainArguments, training_args: TrainingArguments, exit_when_launched: bool = False) -> Path:
+    """Run one pre-training; returns the folder of the saved model and tokenizer (with `exit_when_launched`, each of
+    several processes exits once the run is written instead: `end_run`, which says why the commands do).
 
     Raises:
         FileExistsError: if the output folder holds a finished run (see `prepare_output_dir`).
@@ -361,7 +361,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> Path:
     use_console_progress(trainer, loss_summary("pretrain"))
     trainer.train()
     model_dir = save_pretraining_run(args, trainer, trainer.evaluate(), world, out_dir)
-    end_run(trainer)
+    end_run(trainer, exit_when_launched)
     return model_dir
 
 

@@ -33,9 +33,12 @@ class Probe:
 
 
 def _float64(states: np.ndarray) -> np.ndarray:
-    # A saturated LSTM (the sweep's LoRA at 3e-2) leaves units at subnormal float32 values near 1e-43: their scale,
-    # near 1e-46, rounds to 0 in float32, and StandardScaler divides by it (0 / 0: NaN). In float64 it does not.
-    return np.asarray(states, dtype=np.float64)
+    # A saturated LSTM (the sweep's LoRA at 3e-2) leaves units at float32 subnormals near 1e-43 that differ in their
+    # last bits: numerical dust, flushed to 0 so that such a unit is constant (StandardScaler leaves it at 0). Their
+    # scale, near 1e-46, rounds to 0 in float32, and StandardScaler divides by it (0 / 0: NaN); float64 keeps any
+    # other tiny spread's scale.
+    states = np.asarray(states)
+    return np.where(np.abs(states) < np.finfo(np.float32).tiny, 0.0, states).astype(np.float64)
 
 
 def _pipeline(seed: int) -> Pipeline:
