@@ -263,7 +263,15 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_corrupt_condition(study, tmp
     results = json.loads((study / "results.json").read_text())
     runs = [Run(c, seed).name for c in plan_conditions(tiny_args(study)) for seed in (0, 1)]
     assert results["reused"] == ["pretrain", "probe", "epoch0", *(name for name in runs if name not in ran)]
-    assert "(This run reused pretrain, probe, epoch0, " in (study / "report.md").read_text()
+    report = (study / "report.md").read_text()
+    assert "(This run reused pretrain, probe, epoch0, " in report and "a reused stage counts 0 s here" in report
+    # Reused stages count 0 s; every fine-tuning its own recorded seconds, reused or not (early stopping reads the
+    # plain run's: no time of its own).
+    breakdown = dict(time_breakdown(results))
+    trained = [c for c in results["conditions"] if c["mitigation"] != "early_stopping"]
+    assert breakdown["pre-training"] < 1 and breakdown["fine-tuning: training"] == pytest.approx(
+        sum(run["timing"]["training"] for c in trained for run in c["runs"] if not run.get("skipped"))
+    )
     bench = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_study.py"), str(study / "results.json")],
         capture_output=True, text=True, env=checkout_env(),

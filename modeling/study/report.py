@@ -342,7 +342,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += ["Settings (`results.json` has them all): " + ", ".join(f"`{k}`={config[k]}" for k in sorted(config)), ""]
     lines += ["Where the time went (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in time_breakdown(results))]
     if results.get("reused"):
-        lines += [f"(This run reused {', '.join(results['reused'])} from an earlier one: their time is not counted.)"]
+        lines += [
+            f"(This run reused {', '.join(results['reused'])} from an earlier one: a reused stage counts 0 s here, a "
+            "reused fine-tuning run the seconds it took then.)"
+        ]
     lines += ["", "## What pre-training taught (probe, per designed category)", ""]
     lines += _probe_table(results["probe"]["agreement"])
     records = results["records"]
