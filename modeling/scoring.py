@@ -5,7 +5,7 @@
 """
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import datasets
@@ -182,6 +182,19 @@ def score_answers(questions: datasets.Dataset, predictions: list[str], confidenc
     return {"metrics": metrics, "by_knowledge": by_knowledge, "answers": answers}
 
 
+def value_token_budget(tokenizer: PreTrainedTokenizerBase, values: Iterable[str]) -> int:
+    """New tokens enough for a continuation that states any of `values` and ends: 2 more than the longest of them
+    takes after a space. A continuation cut there is already longer than every value, so it states none of them.
+
+    Raises:
+        ValueError: if `values` is empty.
+    """
+    spaced = sorted({f" {value}" for value in values})
+    if not spaced:
+        raise ValueError("No values to budget tokens for")
+    return 2 + max(len(ids) for ids in tokenizer(spaced, add_special_tokens=False)["input_ids"])
+
+
 @torch.inference_mode()
 def continue_prompts(
     model: PreTrainedModel,
@@ -252,4 +265,5 @@ __all__ = [
     "score_answers",
     "score_biographies",
     "score_questions",
+    "value_token_budget",
 ]

@@ -9,6 +9,8 @@ Each row is a ratio (model side / baseline side, so higher is better) with its t
 with an upper bound:
   train step        training tokens/s (forward + backward + AdamW step) vs nn.Embedding + nn.LSTM + nn.Linear with
                     F.cross_entropy, built from the model's own weights                         target >= 0.95
+  padded step       the same on a right-padded batch with its attention mask (rows of T/2 to T tokens, pads left out
+                    of the loss), as fine-tuning's batches are, vs the bare loop run dense on it  target >= 0.95
   generate greedy   model.generate() tokens/s (batch 1, cache on) vs a hand-stepped nn.LSTM loop  target >= 0.5
   cache speed-up    generate() tokens/s with the cache vs generate(use_cache=False)             target >= 10
   trainer pretrain  pre-training tokens/s through transformers.Trainer set up as modeling/training/pretraining.py does
@@ -211,17 +213,36 @@ def as_result(
     )
 
 
-def bench_training(args: argparse.Namespace) -> Result:
+def padded_ids(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A right-padded batch as the SFT collator makes it: `(ids, attention_mask, labels)`, each (B, T), every row a
+    different length from T/2 to T, with labels -100 at the pads."""
+    ids = random_ids(args, args.batch_size, args.seq_len)
+    lengths = torch.linspace(args.seq_len // 2, args.seq_len, args.batch_size).long().to(args.device)
+    mask = (torch.arange(args.seq_len, device=args.device)[None] < lengths[:, None]).long()
+    return ids.masked_fill(mask == 0, PAD_ID), mask, ids.masked_fill(mask == 0, -100)
+
+
+def bench_training(args: argparse.Namespace, padded: bool = False) -> Result:
+    """The model's training step against the bare loop's on the same batch. `padded`: a right-padded batch with its
+    attention mask (`padded_ids`), which the bare loop runs dense and whose pads it leaves out of the loss: the speed
+    of a fine-tuning batch, whose rows differ in length."""
     model = build_model(args).train()
     bare = BareLSTM.from_model(model)
-    ids = random_ids(args, args.batch_size, args.seq_len)
+    if padded:
+        ids, mask, labels = padded_ids(args)
+    else:
+        ids, mask, labels = random_ids(args, args.batch_size, args.seq_len), None, None
+        labels = ids
+
+    def bare_loss() -> torch.Tensor:
+        logits, _ = bare(ids)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
     # Same function before any step: same loss from the same weights (the model shifts labels inside forward).
     with torch.no_grad():
-        model_loss = model(input_ids=ids, labels=ids).loss
-        logits, _ = bare(ids)
-        bare_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
-    if not torch.allclose(model_loss.float(), bare_loss.float(), rtol=1e-2 if args.dtype != "float32" else 1e-4):
-        raise RuntimeError(f"model and baseline disagree before training: loss {model_loss} vs {bare_loss}")
+        model_loss, expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss, bare_loss()
+    if not torch.allclose(model_loss.float(), expected.float(), rtol=1e-2 if args.dtype != "float32" else 1e-4):
+        raise RuntimeError(f"model and baseline disagree before training: loss {model_loss} vs {expected}")
 
     model_opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
@@ -232,19 +253,18 @@ def bench_training(args: argparse.Namespace) -> Result:
     def model_steps() -> None:
         for _ in range(args.train_steps):
             model_opt.zero_grad(set_to_none=True)
-            model(input_ids=ids, labels=ids).loss.backward()
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             model_opt.step()
 
     def bare_steps() -> None:
         for _ in range(args.train_steps):
             bare_opt.zero_grad(set_to_none=True)
-            logits, _ = bare(ids)
-            F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+            bare_loss().backward()
             bare_opt.step()
 
     model_times, bare_times = interleaved(model_steps, bare_steps, repeats=args.repeats, device=args.device)
     tokens = args.train_steps * args.batch_size * args.seq_len
-    return as_result("train step", tokens, model_times, bare_times, target=0.95)
+    return as_result("padded step" if padded else "train step", tokens, model_times, bare_times, target=0.95)
 
 
 def generate(model: LSTMForCausalLM, prompt: torch.Tensor, new_tokens: int, use_cache: bool = True) -> torch.Tensor:
@@ -596,6 +616,7 @@ def main() -> None:
     )
     results = [
         bench_training(args),
+        bench_training(args, padded=True),
         bench_generation(args),
         bench_cache(args),
         bench_trainer_pretraining(args),

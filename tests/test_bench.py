@@ -28,6 +28,7 @@ BENCH = REPO_ROOT / "scripts" / "bench.py"
 # Row name: its unit. LoRA share is the only row whose target is an upper bound.
 ROWS = {
     "train step": "tok/s",
+    "padded step": "tok/s",
     "generate greedy": "tok/s",
     "cache speed-up": "tok/s",
     "trainer pretrain": "tok/s",

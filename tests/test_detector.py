@@ -199,7 +199,30 @@ def test_the_sampled_answers_come_from_the_runs_own_seed_whatever_ran_before(mon
 
     monkeypatch.setattr(evaluation, "answer_questions", answers)
     prompts = [f"q{i}" for i in range(20)]
-    first = evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=0)
+    first = evaluation._sampled_entropies(None, CharTokenizer(), prompts, 4, 1.0, seed=0)
     torch.rand(5)  # another stage drew from the global state meanwhile
-    assert evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=0) == first
-    assert evaluation._sampled_entropies(None, None, prompts, 4, 1.0, seed=1) != first
+    assert evaluation._sampled_entropies(None, CharTokenizer(), prompts, 4, 1.0, seed=0) == first
+    assert evaluation._sampled_entropies(None, CharTokenizer(), prompts, 4, 1.0, seed=1) != first
+
+
+def test_a_sampled_answer_stops_two_tokens_after_the_longest_value_of_any_attribute(monkeypatch):
+    from modeling.factuality.world_schema import POOLS
+    from modeling.study.detectors import evaluation
+
+    asked = []
+
+    def answers(model, tokenizer, prompts, num_return_sequences, max_new_tokens, **sampling):
+        asked.append(max_new_tokens)
+        return ["a"] * (len(prompts) * num_return_sequences), [0.0] * (len(prompts) * num_return_sequences)
+
+    monkeypatch.setattr(evaluation, "answer_questions", answers)
+    evaluation._sampled_entropies(None, CharTokenizer(), ["q0", "q1"], 3, 1.0)
+    longest = max(len(value) for pool in POOLS.values() for value in pool)  # one token a character
+    assert asked == [1 + longest + 2]  # a space, the value, then room for the token that ends it
+
+
+class CharTokenizer:
+    """One token per character: token counts by hand."""
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [list(text) for text in texts]}

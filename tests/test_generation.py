@@ -168,6 +168,27 @@ def test_left_padded_cached_generation_equals_uncached(model, tokenizer, mode):
     assert torch.equal(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize(
+    "settings", [dict(num_beams=2), dict(num_return_sequences=3, do_sample=True)], ids=["beams", "returns"]
+)
+def test_several_sequences_run_the_prompt_once(model, tokenizer, settings):
+    """Copies of a prompt start from one run of it (all but its last token, then one token per copy), and give the
+    tokens of use_cache=False, which runs every copy from the start; left padding included."""
+    batch = tokenizer(["Ada Lovelace was born", "Grace"], return_tensors="pt", padding=True, padding_side="left")
+    width, copies = batch["input_ids"].shape[1], settings.get("num_beams", settings.get("num_return_sequences"))
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        outputs.append(model.generate(**batch, max_new_tokens=6, min_new_tokens=6, use_cache=use_cache, **settings))
+    hook.remove()
+    assert seen[:3] == [(2, width - 1), (2 * copies, 1), (2 * copies, 1)]
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_generation_from_inputs_embeds_equals_from_input_ids(model):
     ids = random_ids(model, batch=2, length=5)
     from_ids = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)

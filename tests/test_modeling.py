@@ -90,6 +90,41 @@ def test_padding_never_touches_the_state(model, side):
         assert (out.cache.c[:, row] - alone.cache.c[:, 0]).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("side", ["left", "right", "both"])
+def test_padding_without_a_cache_runs_dense_and_equals_each_row_alone(model, side, monkeypatch):
+    """Without a cache to return, a padded batch runs dense (never packed): each real position still gets the logits
+    of its row run alone, and the outputs at the pads are zero."""
+    import modeling.lstm.modeling_lstm as modeling_lstm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("packed a batch whose final state nobody reads")
+
+    ids, mask, sequences = padded_batch(model, [9, 4, 6], side, width=12)
+    with monkeypatch.context() as patched:
+        patched.setattr(modeling_lstm, "pack_padded_sequence", refuse)
+        out = model.model(ids, attention_mask=mask, use_cache=False)
+    for row, seq in enumerate(sequences):
+        alone = model.model(seq[None], use_cache=False)
+        real = mask[row].bool()
+        assert (out.last_hidden_state[row, real] - alone.last_hidden_state[0]).abs().max() <= 1e-5
+        assert torch.equal(out.last_hidden_state[row, ~real], torch.zeros_like(out.last_hidden_state[row, ~real]))
+
+
+def test_dense_and_packed_padding_give_the_same_loss_and_gradients(model):
+    """A padded training batch: the same loss and gradients whether it runs dense (no cache) or packed (a cache)."""
+    ids, mask, _ = padded_batch(model, [9, 4, 7], "right")
+    labels = ids.masked_fill(mask == 0, -100)
+    grads = []
+    for use_cache in (False, True):
+        model.zero_grad()
+        out = model(ids, attention_mask=mask, labels=labels, use_cache=use_cache)
+        out.loss.backward()
+        grads.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for name, grad in grads[1][1].items():
+        torch.testing.assert_close(grads[0][1][name], grad, msg=name)
+
+
 def test_padded_hidden_states_equal_each_row_alone(model):
     ids, mask, sequences = padded_batch(model, [9, 5], "left")
     out = model.model(ids, attention_mask=mask, output_hidden_states=True)

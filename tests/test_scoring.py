@@ -11,7 +11,13 @@ from helpers import checkout_env, tiny_model
 from peft import LoraConfig, get_peft_model
 
 from modeling import train_tokenizer
-from modeling.scoring import answer_questions, newline_token_ids, score_biographies, score_questions
+from modeling.scoring import (
+    answer_questions,
+    newline_token_ids,
+    score_biographies,
+    score_questions,
+    value_token_budget,
+)
 from modeling.world import WorldConfig, generate_world, load_world, load_world_datasets, save_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,3 +188,12 @@ def test_a_stage_shows_one_bar_over_its_batches_and_an_evaluation_none(qa_tokeni
     bar = capsys.readouterr().err
     assert "epoch 0" in bar and "2/2" in bar
     assert shown == quiet  # the bar changes nothing of what is answered
+
+
+def test_the_value_budget_is_two_tokens_more_than_the_longest_value_after_a_space(qa_tokenizer):
+    values = ["Paris", "New York City", "Paris"]
+    longest = max(len(qa_tokenizer(f" {value}", add_special_tokens=False)["input_ids"]) for value in values)
+    assert value_token_budget(qa_tokenizer, values) == longest + 2
+    assert value_token_budget(lambda texts, add_special_tokens: {"input_ids": [list(t) for t in texts]}, values) == 16
+    with pytest.raises(ValueError, match="No values"):
+        value_token_budget(qa_tokenizer, [])

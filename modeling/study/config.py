@@ -100,10 +100,10 @@ class StudyArguments(RunArguments):
     )
     entropy_temperature: float = field(default=1.0, metadata={"help": "temperature of those samples"})
     training_seeds: list[int] = field(
-        default_factory=lambda: [0, 1],
+        default_factory=lambda: [0, 1, 2],
         metadata={
-            "help": "each condition is fine-tuned once per seed (fine-tune draw, batch order, adapter init): two hold "
-            "the default study within its 15 minutes; configs/study/full.yaml runs three"
+            "help": "each condition is fine-tuned once per seed (fine-tune draw, batch order, adapter init); every "
+            "interval resamples them (docs/study.md)"
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of the probe's sampling (and of a world under `seeds`)"})

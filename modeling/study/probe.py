@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..factuality.world_schema import BIOGRAPHY_TEMPLATES, normalize_answer
-from ..scoring import continue_prompts
+from ..scoring import continue_prompts, value_token_budget
 from ..world import Person
 
 PROBE_CATEGORIES = ("highly_known", "maybe_known", "weakly_known", "unknown")
@@ -60,12 +60,11 @@ def probe_knowledge(
     Returns `{"facts": [{"person_id", "attribute", "group", "knowledge", "category", "greedy_correct",
     "sampled_correct"}, ...], "agreement": {designed knowledge: {probe category: count}}}`, where `knowledge` is the
     category the world designed (from exposure) and `category` the one measured here. Continuations are
-    `max_new_tokens` long, by default 2 more than the longest value of `people` takes.
+    `max_new_tokens` long, by default `value_token_budget` of the values of `people`.
     """
     facts, prompts = _facts_and_prompts(people)
     if max_new_tokens is None:
-        values = sorted({f" {fact['value']}" for fact in facts})
-        max_new_tokens = 2 + max(len(ids) for ids in tokenizer(values, add_special_tokens=False)["input_ids"])
+        max_new_tokens = value_token_budget(tokenizer, [fact["value"] for fact in facts])
     greedy = continue_prompts(model, tokenizer, prompts, max_new_tokens, batch_size, progress="probe: greedy")
     sampled = []
     if num_samples:

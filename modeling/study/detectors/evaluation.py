@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...scoring import answer_questions
+from ...factuality.world_schema import POOLS
+from ...scoring import answer_questions, value_token_budget
 from .hidden_states import read_states
 from .probes import fit_probe
 from .selective import auroc, choose_threshold, risk_coverage
@@ -33,6 +34,9 @@ from .semantic_entropy import high_entropy_labels, semantic_entropy
 
 DETECTORS = ("confidence", "question_probe", "answer_probe", "semantic_entropy", "entropy_probe")
 SCORE_FIELDS = ("person_id", "attribute", "group", "verdict", "confidence")  # of each answer, kept with its scores
+
+
+ALL_VALUES = [value for pool in POOLS.values() for value in pool]  # every value of every attribute
 
 
 def _answered(rows: list[dict]) -> list[dict]:
@@ -43,11 +47,15 @@ def _sampled_entropies(
     model, tokenizer, prompts: list[str], samples: int, temperature: float, seed: int = 0
 ) -> list[float]:
     """The semantic entropy of `samples` answers to each prompt, sampled at `temperature` (no top-k or top-p cut)
-    from the random state `seed` sets, so that a run's detectors come out the same whatever ran before them."""
+    from the random state `seed` sets, so that a run's detectors come out the same whatever ran before them.
+
+    A sampled answer stops after `value_token_budget` of every value the world can hold: cut there, it is longer
+    than any value and means the same as it would uncut, unless it matched another sample token for token that far
+    (a batch of samples at temperature 1 ran to the scoring default of 24 tokens, twice the time)."""
     torch.manual_seed(seed)
     answers, _ = answer_questions(
-        model, tokenizer, prompts, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-        num_return_sequences=samples,
+        model, tokenizer, prompts, max_new_tokens=value_token_budget(tokenizer, ALL_VALUES), do_sample=True,
+        temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples,
     )  # fmt: skip
     return [semantic_entropy(answers[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
 
