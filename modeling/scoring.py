@@ -184,7 +184,7 @@ def score_answers(questions: datasets.Dataset, predictions: list[str], confidenc
 
 def value_token_budget(tokenizer: PreTrainedTokenizerBase, values: Iterable[str]) -> int:
     """New tokens enough for a continuation that states any of `values` and ends: 2 more than the longest of them
-    takes after a space. A continuation cut there is already longer than every value, so it states none of them.
+    takes after a space (room for a full stop or the newline that ends it), as each is tokenized on its own.
 
     Raises:
         ValueError: if `values` is empty.

@@ -189,6 +189,34 @@ def test_several_sequences_run_the_prompt_once(model, tokenizer, settings):
     assert torch.equal(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize("mode", ["beam", "beam-sampling"])
+def test_unpadded_copies_run_the_prompt_once_too(model, mode):
+    """Without padding generate() drops the attention mask: the prompts still run once, and the tokens are
+    use_cache=False's."""
+    ids = random_ids(model, batch=2, length=6)
+    copies = DECODING[mode]["num_beams"]
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        outputs.append(model.generate(ids, max_new_tokens=5, min_new_tokens=5, use_cache=use_cache, **DECODING[mode]))
+    hook.remove()
+    assert seen[:2] == [(2, 5), (2 * copies, 1)]
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_copies_asked_for_hidden_states_run_the_whole_prompt(model):
+    """The first step's hidden states cover the whole prompt, as without copies."""
+    ids = random_ids(model, batch=2, length=6)
+    out = model.generate(
+        ids, max_new_tokens=2, num_beams=2, output_hidden_states=True, return_dict_in_generate=True, do_sample=False
+    )
+    assert out.hidden_states[0][-1].shape[:2] == (4, 6)
+
+
 def test_generation_from_inputs_embeds_equals_from_input_ids(model):
     ids = random_ids(model, batch=2, length=5)
     from_ids = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)

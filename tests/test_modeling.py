@@ -99,15 +99,17 @@ def test_padding_without_a_cache_runs_dense_and_equals_each_row_alone(model, sid
     def refuse(*args, **kwargs):
         raise AssertionError("packed a batch whose final state nobody reads")
 
-    ids, mask, sequences = padded_batch(model, [9, 4, 6], side, width=12)
+    ids, mask, sequences = padded_batch(model, [9, 4, 0, 6], side, width=12)  # row 2: padding only
     with monkeypatch.context() as patched:
         patched.setattr(modeling_lstm, "pack_padded_sequence", refuse)
-        out = model.model(ids, attention_mask=mask, use_cache=False)
+        out = model.model(ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
     for row, seq in enumerate(sequences):
-        alone = model.model(seq[None], use_cache=False)
         real = mask[row].bool()
-        assert (out.last_hidden_state[row, real] - alone.last_hidden_state[0]).abs().max() <= 1e-5
-        assert torch.equal(out.last_hidden_state[row, ~real], torch.zeros_like(out.last_hidden_state[row, ~real]))
+        for layer in (*out.hidden_states[1:], out.last_hidden_state):  # each LSTM layer's output, then the head's input
+            assert torch.equal(layer[row, ~real], torch.zeros_like(layer[row, ~real]))
+        if len(seq):
+            alone = model.model(seq[None], use_cache=False)
+            assert (out.last_hidden_state[row, real] - alone.last_hidden_state[0]).abs().max() <= 1e-5
 
 
 def test_dense_and_packed_padding_give_the_same_loss_and_gradients(model):

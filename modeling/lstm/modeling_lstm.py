@@ -262,8 +262,9 @@ class PaddingAlignment:
     long packed in bfloat16 autocast on an AMX CPU, 1.2x in float32 there and 1.05x under AVX2 kernels (the "padded
     step" of `scripts/bench.py` measures it against a bare `nn.LSTM`).
 
-    Rows with no real token are run on one pad token (`pack_padded_sequence` rejects empty rows): `empty_rows` marks
-    them, so that the caller zeroes their outputs (done here) and keeps their state.
+    Rows with no real token are run on one pad token when packed (`pack_padded_sequence` rejects empty rows), on all
+    of them when dense: `empty_rows` marks them, so that the caller zeroes their outputs (done here) and keeps their
+    state.
     """
 
     def __init__(self, mask: torch.Tensor, packed: bool = True):
@@ -331,7 +332,7 @@ class LSTMModel(LSTMPreTrainedModel):
         input_ids (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
             Token ids. Pass exactly one of `input_ids` and `inputs_embeds`.
         attention_mask (`torch.Tensor` of shape `(batch, past + seq_len)` or `(batch, seq_len)`, *optional*):
-            1 for real tokens, 0 for padding, on either side. Padding never touches the recurrent state, so every real
+            1 for real tokens, 0 for padding, on either side. Padding never reaches a real token's state, so every real
             position gets the logits it would get with its sequence run alone. Only the last `seq_len` columns are
             read, so `generate()` may pass the mask of the whole sequence so far.
         inputs_embeds (`torch.FloatTensor` of shape `(batch, seq_len, embedding_dim)`, *optional*):
@@ -398,8 +399,10 @@ class LSTMModel(LSTMPreTrainedModel):
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple | None]:
         """Runs the stack on `hidden_states` (B, T, E), aligned by `padding`, from the state in `cache`.
 
-        Returns the last layer's output (B, T, H), still aligned; each layer's final `h` and `c` (1, B, H); and
-        `all_hidden_states` with each layer's output, unaligned, appended (None stays None).
+        Returns the last layer's output (B, T, H), still aligned; each layer's final `h` and `c` (1, B, H), which are
+        each row's state after its last real token only when `padding` runs packed (dense, they are the state after
+        the pads too, and nobody reads them); and `all_hidden_states` with each layer's output, unaligned, appended
+        (None stays None).
         """
         new_h, new_c = [], []
         lengths = padding.lengths if padding is not None and padding.packed else None
@@ -489,17 +492,25 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         # generate() has repeated each prompt's row once per beam or returned sequence ([a, a, b, b]) and would run
         # every copy of the prompt anew: each prompt runs once instead, all but its last token, and every copy starts
         # from that state (5 samples of 540 questions: the prefill took 1.6 s of 2.9 s, the prompts once 0.3 s).
+        # Not when the first step's hidden states are returned: they would cover the last token only.
         copies = max(generation_config.num_beams, generation_config.num_return_sequences)
         if (
             copies > 1
             and generation_config.use_cache
+            and not generation_config.output_hidden_states
             and is_first_iteration
             and model_kwargs.get("cache") is None
             and model_kwargs.get("inputs_embeds") is None
             and input_ids.shape[1] > 1
         ):
             mask = model_kwargs.get("attention_mask")
-            prompts = self(input_ids[::copies, :-1], None if mask is None else mask[::copies, :-1], use_cache=True)
+            prompts = self.model(
+                input_ids=input_ids[::copies, :-1],
+                attention_mask=None if mask is None else mask[::copies, :-1],
+                use_cache=True,
+                output_hidden_states=False,
+                return_dict=True,
+            )
             model_kwargs["cache"] = prompts.cache.repeat_interleave(copies)
         return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration)
 

@@ -49,9 +49,10 @@ def _sampled_entropies(
     """The semantic entropy of `samples` answers to each prompt, sampled at `temperature` (no top-k or top-p cut)
     from the random state `seed` sets, so that a run's detectors come out the same whatever ran before them.
 
-    A sampled answer stops after `value_token_budget` of every value the world can hold: cut there, it is longer
-    than any value and means the same as it would uncut, unless it matched another sample token for token that far
-    (a batch of samples at temperature 1 ran to the scoring default of 24 tokens, twice the time)."""
+    A sampled answer stops after `value_token_budget` of every value an attribute can take (`POOLS`, which every
+    world draws from): a sample cut there has run past any value and its end, so it is wrong cut or uncut, and only
+    in rare cases does the cut merge or split two samples' meanings (a batch of samples at temperature 1 ran to the
+    scoring default of 24 tokens, twice the time)."""
     torch.manual_seed(seed)
     answers, _ = answer_questions(
         model, tokenizer, prompts, max_new_tokens=value_token_budget(tokenizer, ALL_VALUES), do_sample=True,
