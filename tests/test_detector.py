@@ -205,8 +205,8 @@ def test_the_sampled_answers_come_from_the_runs_own_seed_whatever_ran_before(mon
     assert evaluation._sampled_entropies(None, CharTokenizer(), prompts, 4, 1.0, seed=1) != first
 
 
-def test_a_sampled_answer_stops_two_tokens_after_the_longest_value_of_any_attribute(monkeypatch):
-    from modeling.factuality.world_schema import POOLS
+def test_a_sampled_answer_stops_two_tokens_after_the_longest_value_or_abstain_phrase(monkeypatch):
+    from modeling.factuality.world_schema import DEFAULT_ABSTAIN_PHRASES, POOLS
     from modeling.study.detectors import evaluation
 
     asked = []
@@ -217,8 +217,12 @@ def test_a_sampled_answer_stops_two_tokens_after_the_longest_value_of_any_attrib
 
     monkeypatch.setattr(evaluation, "answer_questions", answers)
     evaluation._sampled_entropies(None, CharTokenizer(), ["q0", "q1"], 3, 1.0)
-    longest = max(len(value) for pool in POOLS.values() for value in pool)  # one token a character
-    assert asked == [1 + longest + 2]  # a space, the value, then room for the token that ends it
+    longest_value = max(len(value) for pool in POOLS.values() for value in pool)  # one token a character
+    longest = max(longest_value, *map(len, DEFAULT_ABSTAIN_PHRASES))
+    assert asked == [1 + longest + 2]  # a space, the value or phrase, then room for the token that ends it
+    # The study's tokenizer takes more tokens for " I do not know" (10) than for any value (6): a budget over the
+    # values alone cut every sampled abstention short, and it no longer abstained.
+    assert set(DEFAULT_ABSTAIN_PHRASES) <= set(evaluation.ANSWER_TEXTS)
 
 
 class CharTokenizer:

@@ -42,7 +42,12 @@ assert set(SCORE_FIELDS) <= set(SCORE_FEATURES)
 def detector_settings(args: StudyArguments) -> list:
     """What a run's detectors depend on besides the run itself: part of their key."""
     # The last part names how long a sampled answer may run (`_sampled_entropies`); until then it ran 24 tokens.
-    return [list(DETECTORS), args.entropy_samples, args.entropy_temperature, "sampled up to value_token_budget"]
+    return [
+        list(DETECTORS),
+        args.entropy_samples,
+        args.entropy_temperature,
+        "sampled up to value_token_budget of ANSWER_TEXTS",
+    ]
 
 
 def _saved_model(result: dict, out_dir: Path, pretrain_dir: Path):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...factuality.world_schema import POOLS
+from ...factuality.world_schema import DEFAULT_ABSTAIN_PHRASES, POOLS
 from ...scoring import answer_questions, value_token_budget
 from .hidden_states import read_states
 from .probes import fit_probe
@@ -36,7 +36,8 @@ DETECTORS = ("confidence", "question_probe", "answer_probe", "semantic_entropy",
 SCORE_FIELDS = ("person_id", "attribute", "group", "verdict", "confidence")  # of each answer, kept with its scores
 
 
-ALL_VALUES = [value for pool in POOLS.values() for value in pool]  # every value of every attribute
+# What a sampled answer may state and still mean something: every value of every attribute, or an abstain phrase.
+ANSWER_TEXTS = [*(value for pool in POOLS.values() for value in pool), *DEFAULT_ABSTAIN_PHRASES]
 
 
 def _answered(rows: list[dict]) -> list[dict]:
@@ -49,13 +50,13 @@ def _sampled_entropies(
     """The semantic entropy of `samples` answers to each prompt, sampled at `temperature` (no top-k or top-p cut)
     from the random state `seed` sets, so that a run's detectors come out the same whatever ran before them.
 
-    A sampled answer stops after `value_token_budget` of every value an attribute can take (`POOLS`, which every
-    world draws from): a sample cut there has run past any value and its end, so it is wrong cut or uncut, and only
-    in rare cases does the cut merge or split two samples' meanings (a batch of samples at temperature 1 ran to the
-    scoring default of 24 tokens, twice the time)."""
+    A sampled answer stops after `value_token_budget` of `ANSWER_TEXTS`, every value an attribute can take (`POOLS`,
+    which every world draws from) and every abstain phrase: a sample cut there has run past any of them and its end,
+    so it is wrong cut or uncut, and only in rare cases does the cut merge or split two samples' meanings (a batch of
+    samples at temperature 1 ran to the scoring default of 24 tokens, twice the time)."""
     torch.manual_seed(seed)
     answers, _ = answer_questions(
-        model, tokenizer, prompts, max_new_tokens=value_token_budget(tokenizer, ALL_VALUES), do_sample=True,
+        model, tokenizer, prompts, max_new_tokens=value_token_budget(tokenizer, ANSWER_TEXTS), do_sample=True,
         temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples,
     )  # fmt: skip
     return [semantic_entropy(answers[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
