@@ -208,6 +208,14 @@ def test_unpadded_copies_run_the_prompt_once_too(model, mode):
     assert torch.equal(outputs[0], outputs[1])
 
 
+def test_copies_run_the_prompt_once_under_a_config_that_returns_tuples(model):
+    """A config with return_dict False makes forward return tuples: the prompts' run still finds its cache."""
+    ids = random_ids(model, batch=2, length=6)
+    expected = model.generate(ids, max_new_tokens=4, min_new_tokens=4, num_beams=2, do_sample=False)
+    model.config.return_dict = False  # the fixture is this test's own model
+    assert torch.equal(model.generate(ids, max_new_tokens=4, min_new_tokens=4, num_beams=2, do_sample=False), expected)
+
+
 def test_copies_asked_for_hidden_states_run_the_whole_prompt(model):
     """The first step's hidden states cover the whole prompt, as without copies."""
     ids = random_ids(model, batch=2, length=6)
