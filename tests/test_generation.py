@@ -168,6 +168,21 @@ def test_left_padded_cached_generation_equals_uncached(model, tokenizer, mode):
     assert torch.equal(outputs[0], outputs[1])
 
 
+def generate_watching_inputs(model, inputs: dict, **settings) -> tuple[list[tuple], torch.Tensor, torch.Tensor]:
+    """(the input shapes the LSTM stack saw with the cache on, the tokens with the cache on, with it off): 6 new
+    tokens each, from the same random state."""
+    seen, outputs = [], []
+    hook = model.model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    torch.manual_seed(0)
+    outputs.append(model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, use_cache=True, **settings))
+    hook.remove()
+    torch.manual_seed(0)
+    outputs.append(model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, use_cache=False, **settings))
+    return seen, *outputs
+
+
 @pytest.mark.parametrize(
     "settings", [dict(num_beams=2), dict(num_return_sequences=3, do_sample=True)], ids=["beams", "returns"]
 )
@@ -176,17 +191,9 @@ def test_several_sequences_run_the_prompt_once(model, tokenizer, settings):
     tokens of use_cache=False, which runs every copy from the start; left padding included."""
     batch = tokenizer(["Ada Lovelace was born", "Grace"], return_tensors="pt", padding=True, padding_side="left")
     width, copies = batch["input_ids"].shape[1], settings.get("num_beams", settings.get("num_return_sequences"))
-    seen = []
-    hook = model.model.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
-    outputs = []
-    for use_cache in (True, False):
-        torch.manual_seed(0)
-        outputs.append(model.generate(**batch, max_new_tokens=6, min_new_tokens=6, use_cache=use_cache, **settings))
-    hook.remove()
+    seen, cached, uncached = generate_watching_inputs(model, batch, **settings)
     assert seen[:3] == [(2, width - 1), (2 * copies, 1), (2 * copies, 1)]
-    assert torch.equal(outputs[0], outputs[1])
+    assert torch.equal(cached, uncached)
 
 
 @pytest.mark.parametrize("mode", ["beam", "beam-sampling"])
@@ -194,18 +201,9 @@ def test_unpadded_copies_run_the_prompt_once_too(model, mode):
     """Without padding generate() drops the attention mask: the prompts still run once, and the tokens are
     use_cache=False's."""
     ids = random_ids(model, batch=2, length=6)
-    copies = DECODING[mode]["num_beams"]
-    seen = []
-    hook = model.model.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
-    outputs = []
-    for use_cache in (True, False):
-        torch.manual_seed(0)
-        outputs.append(model.generate(ids, max_new_tokens=5, min_new_tokens=5, use_cache=use_cache, **DECODING[mode]))
-    hook.remove()
-    assert seen[:2] == [(2, 5), (2 * copies, 1)]
-    assert torch.equal(outputs[0], outputs[1])
+    seen, cached, uncached = generate_watching_inputs(model, {"input_ids": ids}, **DECODING[mode])
+    assert seen[:2] == [(2, 5), (2 * DECODING[mode]["num_beams"], 1)]
+    assert torch.equal(cached, uncached)
 
 
 def test_copies_run_the_prompt_once_under_a_config_that_returns_tuples(model):
