@@ -231,8 +231,8 @@ def bench_training(args: argparse.Namespace, padded: bool = False) -> Result:
     if padded:
         ids, mask, labels = padded_ids(args)
     else:
-        ids, mask, labels = random_ids(args, args.batch_size, args.seq_len), None, None
-        labels = ids
+        ids = random_ids(args, args.batch_size, args.seq_len)
+        mask, labels = None, ids
 
     def bare_loss() -> torch.Tensor:
         logits, _ = bare(ids)
