@@ -11,6 +11,10 @@ with an upper bound:
                     F.cross_entropy, built from the model's own weights                         target >= 0.95
   padded step       the same on a right-padded batch with its attention mask (rows of T/2 to T tokens, pads left out
                     of the loss), as fine-tuning's batches are, vs the bare loop run dense on it  target >= 0.95
+  SFT step          fine-tuning tokens/s through the project's SFT trainer (training.factuality_trainer's
+                    compute_loss: TRL's fused LM head, on the labelled positions only) on a padded batch of the
+                    world's questions and answers, vs the model's own loss (the head on every position) on the same
+                    batch, each with a backward and an AdamW step                               target >= 1
   generate greedy   model.generate() tokens/s (batch 1, cache on) vs a hand-stepped nn.LSTM loop  target >= 0.5
   cache speed-up    generate() tokens/s with the cache vs generate(use_cache=False)             target >= 10
   trainer pretrain  pre-training tokens/s through transformers.Trainer set up as modeling/training/pretraining.py does
@@ -60,10 +64,13 @@ import transformers
 from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from trl import SFTConfig
 
 from modeling import LSTMConfig, LSTMForCausalLM, LSTMTokenizer, train_tokenizer
 from modeling.scoring import answer_questions
 from modeling.timing import interleaved, synchronize
+from modeling.training.factuality_trainer import FactualitySFTTrainer
+from modeling.training.finetuning import DEFAULTS as FINETUNE_DEFAULTS
 from modeling.training.finetuning import FinetuneArguments, lora_config
 from modeling.training.pretraining import DEFAULTS as PRETRAIN_DEFAULTS
 from modeling.world import PRETRAIN_SPLIT, WorldConfig, generate_world, to_dataset_dict
@@ -267,6 +274,69 @@ def bench_training(args: argparse.Namespace, padded: bool = False) -> Result:
     return as_result("padded step" if padded else "train step", tokens, model_times, bare_times, target=0.95)
 
 
+def sft_batch(args: argparse.Namespace, output_dir: str) -> tuple[FactualitySFTTrainer, LSTMForCausalLM, dict]:
+    """The project's SFT trainer over a model of the benchmark's sizes, a second model with the same weights, and one
+    batch of `args.batch_size` of the world's questions with their answers, padded and labelled by TRL's collator
+    (the answer and its end labelled, the prompt and the padding not)."""
+    tokenizer, _ = world_tokenizer_and_prompts(args)
+    rows = [row for name, split in world_splits(args).items() if name != PRETRAIN_SPLIT for row in split]
+    rows = list(itertools.islice(itertools.cycle(rows), args.batch_size))
+    dataset = datasets.Dataset.from_dict(
+        {"prompt": [r["prompt"] for r in rows], "completion": [r["answer"] for r in rows]}
+    )
+    settings = {k: FINETUNE_DEFAULTS[k] for k in ("activation_checkpointing", "bf16", "max_length")}
+    sft_config = SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=args.batch_size,
+        report_to="none",
+        disable_tqdm=True,
+        seed=args.seed,
+        use_cpu=args.device == "cpu",
+        **settings,
+    )
+    trainer = FactualitySFTTrainer(
+        model=build_model(args), args=sft_config, train_dataset=dataset, processing_class=tokenizer
+    )
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    return trainer, build_model(args).train(), batch
+
+
+def bench_sft_step(args: argparse.Namespace) -> Result:
+    """The SFT trainer's training step against the model's own loss on the same padded batch (`sft_batch`)."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer, plain, batch = sft_batch(args, output_dir)
+    model = trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # what train() sets before its first step
+
+    def sft_loss() -> torch.Tensor:
+        return trainer.compute_loss(model, dict(batch))
+
+    def own_loss() -> torch.Tensor:
+        return plain(**batch).loss
+
+    # The same loss from the same weights: the mean over the labelled tokens on both sides.
+    with torch.no_grad():
+        sft, own = sft_loss(), own_loss()
+    if not torch.allclose(sft.float(), own.float(), rtol=1e-2 if args.dtype != "float32" else 1e-4):
+        raise RuntimeError(f"the SFT trainer and the model's own loss disagree: {sft} vs {own}")
+    optimizers = {side: torch.optim.AdamW(m.parameters(), lr=1e-3) for side, m in (("sft", model), ("own", plain))}
+
+    def steps(side: str, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(args.train_steps):
+                optimizers[side].zero_grad(set_to_none=True)
+                loss().backward()
+                optimizers[side].step()
+
+        return run
+
+    sft_times, own_times = interleaved(
+        steps("sft", sft_loss), steps("own", own_loss), repeats=args.repeats, device=args.device
+    )
+    tokens = args.train_steps * batch["input_ids"].numel()
+    return as_result("SFT step", tokens, sft_times, own_times, target=1.0)
+
+
 def generate(model: LSTMForCausalLM, prompt: torch.Tensor, new_tokens: int, use_cache: bool = True) -> torch.Tensor:
     # min_new_tokens = max_new_tokens: an EOS cannot end a run early, so every run does the same work.
     return model.generate(
@@ -354,10 +424,15 @@ def bench_cache(args: argparse.Namespace) -> Result:
     return as_result("cache speed-up", args.cache_tokens, model_times, uncached_times, target=10.0)
 
 
+def world_splits(args: argparse.Namespace) -> datasets.DatasetDict:
+    """The splits of a small world (40 people) of the benchmark's seed."""
+    return to_dataset_dict(generate_world(WorldConfig(num_people=40, seed=args.seed)))
+
+
 def world_tokenizer_and_prompts(args: argparse.Namespace) -> tuple[LSTMTokenizer, list[str]]:
     """A tokenizer of at most --vocab-size tokens trained on a small world's biographies (pad and eos ids 0 and 1, like
     the benchmark's models), and `args.questions` of that world's questions (repeated when more are asked for)."""
-    splits = to_dataset_dict(generate_world(WorldConfig(num_people=40, seed=args.seed)))
+    splits = world_splits(args)
     tokenizer = train_tokenizer(list(splits[PRETRAIN_SPLIT]["text"]), args.vocab_size)
     prompts = [prompt for name, split in splits.items() if name != PRETRAIN_SPLIT for prompt in split["prompt"]]
     return tokenizer, list(itertools.islice(itertools.cycle(prompts), args.questions))
@@ -617,6 +692,7 @@ def main() -> None:
     results = [
         bench_training(args),
         bench_training(args, padded=True),
+        bench_sft_step(args),
         bench_generation(args),
         bench_cache(args),
         bench_trainer_pretraining(args),

@@ -29,6 +29,7 @@ BENCH = REPO_ROOT / "scripts" / "bench.py"
 ROWS = {
     "train step": "tok/s",
     "padded step": "tok/s",
+    "SFT step": "tok/s",
     "generate greedy": "tok/s",
     "cache speed-up": "tok/s",
     "trainer pretrain": "tok/s",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+import trl.trainer.utils as trl_utils
 from helpers import REPO, accelerate_launch, checkout_env, tiny_gpt2, tiny_model
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
@@ -58,6 +60,40 @@ def base(tmp_path_factory) -> FinetuneArguments:
 def sft_config(tmp_path, **overrides) -> SFTConfig:
     settings = {**DEFAULTS, "output_dir": str(tmp_path), "logging_steps": 50, **overrides}
     return parse_run_config((SFTConfig,), [f"--{k}={v}" for k, v in settings.items()])[0]
+
+
+def test_the_lm_head_projects_only_the_labelled_positions_with_the_loss_and_gradients_of_every_position(
+    base, tmp_path, monkeypatch
+):
+    trainer = build_trainer(base, sft_config(tmp_path, per_device_train_batch_size=6))
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model.train()
+    projected = []  # rows of hidden states TRL's fused head projects, per call
+    chunked = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden_states, *rest):
+            projected.append(len(hidden_states))
+            return chunked.apply(hidden_states, *rest)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    switch = trl_utils._use_triton
+    trainer.compute_loss(model, dict(batch)).backward()
+    fused = {name: param.grad.clone() for name, param in model.named_parameters()}
+    model.zero_grad()
+
+    targets = batch["labels"][:, 1:]
+    labelled = int((targets != -100).sum())
+    assert labelled < targets.numel() / 2  # the prompts and padding are most of the positions
+    assert projected == [labelled]
+    assert trl_utils._use_triton is switch  # TRL's switch is back as it was
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)  # mean per label
+    loss.backward()
+    assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(loss.item(), rel=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(fused[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_labels_are_the_completion_and_its_eos(base, tmp_path):

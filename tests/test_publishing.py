@@ -112,7 +112,8 @@ def expected_figures(condition: dict) -> dict[tuple[str, str], float]:
         ("highly_known", "accuracy"): last["test_highly_known_accuracy"],
         ("unknown", "hallucination_rate"): last["test_unknown_hallucination_rate"],
         ("unknown", "abstention_rate"): last["test_unknown_abstention_rate"],
-        ("all", "roc_auc"): condition["detector"]["auroc"]["confidence"],
+        # None for a run the detectors did not judge (the card then leaves the figure out).
+        ("all", "roc_auc"): (condition["detector"] or {"auroc": {}})["auroc"].get("confidence"),
     }
     return {key: value for key, value in expected.items() if value is not None}
 

@@ -65,6 +65,23 @@ def test_results_hold_every_condition_with_its_per_epoch_records(study):
     assert sum(sum(counts.values()) for counts in results["probe"]["agreement"].values()) == 240
 
 
+# The tiny study's conditions the detectors judge ("grid"): the share grid's plain runs and the mitigations at 0.5,
+# not the thin size nor the set without unknowns at 0.
+JUDGED = {
+    "full_u0_n6_none", "lora_u0_n6_none", "full_u0.5_n6_none", "lora_u0.5_n6_none", "full_u0.5_n6_filter_unknown",
+    "full_u0.5_n6_abstention",
+}  # fmt: skip
+
+
+def test_the_detectors_judge_the_share_grid_and_the_mitigations_or_every_condition(study):
+    planned = plan_conditions(tiny_args(study))
+    assert {c.name for c in planned if tiny_args(study).judged_by_detectors(c)} == JUDGED
+    assert len(JUDGED) < len(planned)
+    assert all(tiny_args(study, "--detector_conditions", "all").judged_by_detectors(c) for c in planned)
+    with pytest.raises(ValueError, match=r"detector_conditions is 'some'; allowed: one of \('grid', 'all'\)"):
+        tiny_args(study, "--detector_conditions", "some")
+
+
 def test_every_trained_run_has_its_detector_timing_and_saved_model(study):
     results = json.loads((study / "results.json").read_text())
     for condition in results["conditions"]:
@@ -80,6 +97,11 @@ def test_every_trained_run_has_its_detector_timing_and_saved_model(study):
 def _check_run(study: Path, condition: dict, run: dict) -> None:
     if run.get("skipped"):
         return
+    parts = {"setup", "training", "evaluation", "save"}
+    _check_saved(study, condition, run)
+    if condition["name"] not in JUDGED:
+        assert run["detector"] is None and not run["detector_scores"] and set(run["timing"]) == parts
+        return
     detector, sizes = run["detector"], run["set_sizes"]
     assert detector["num_test"] == sizes["test_known"] + sizes["test_unknown"]
     assert detector["num_dev"] == sizes["dev_known"] + sizes["dev_unknown"]
@@ -88,7 +110,10 @@ def _check_run(study: Path, condition: dict, run: dict) -> None:
         assert value is None or 0 <= value <= 1
     assert detector["answer_all"]["coverage"] == detector["num_test_answered"] / detector["num_test"]
     assert detector["selective"]["coverage"] <= detector["answer_all"]["coverage"]
-    assert set(run["timing"]) == {"setup", "training", "evaluation", "detector", "save"}
+    assert set(run["timing"]) == parts | {"detector"}
+
+
+def _check_saved(study: Path, condition: dict, run: dict) -> None:
     assert all(seconds >= 0 for seconds in run["timing"].values())
     folder = "adapter" if condition["method"] == "lora" else "model"
     where = f"conditions/{condition['name']}/seed_{run['training_seed']}"
@@ -102,8 +127,9 @@ def test_every_detector_score_is_of_an_answer_on_record_and_the_aurocs_follow_fr
     answers = pd.read_parquet(study / "answers.parquet")
     scores = load_dataset("parquet", data_files=str(study / "detector_scores.parquet"), split="train").to_pandas()
     assert results["detector_scores"]["rows"] == len(scores) > 0
+    assert set(scores["condition"]) == JUDGED - {c["name"] for c in results["conditions"] if c.get("skipped")}
     for condition in results["conditions"]:
-        for run in condition["runs"] if condition["mitigation"] != "early_stopping" else ():
+        for run in condition["runs"] if condition["name"] in JUDGED else ():
             if run.get("skipped"):
                 continue
             mine = answers[

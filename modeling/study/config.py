@@ -18,6 +18,8 @@ MITIGATIONS = ("early_stopping", *TRAINED_MITIGATIONS)
 # The default study's: the newer two are run by configs/study/full.yaml, to keep the default
 # within its 15 minutes.
 DEFAULT_MITIGATIONS = ("early_stopping", "filter_unknown", "abstention")
+# Which conditions' runs the hallucination detectors judge (`StudyArguments.judged_by_detectors`).
+DETECTOR_CONDITIONS = ("grid", "all")
 
 
 @dataclass
@@ -82,7 +84,7 @@ class StudyArguments(RunArguments):
         metadata={"help": "learning rate of the LoRA runs (the regime sweep's pick); None: the fine-tuning config's"},
     )
     eval_epochs: list[int] = field(
-        default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 24],
+        default_factory=lambda: [1, 2, 4, 6, 8, 12, 24],
         metadata={
             "help": "fine-tuning epochs after which each run is evaluated, ending with its last (epoch 0, the "
             "pre-trained model, always is): dense where the curves move"
@@ -99,6 +101,14 @@ class StudyArguments(RunArguments):
         },
     )
     entropy_temperature: float = field(default=1.0, metadata={"help": "temperature of those samples"})
+    detector_conditions: str = field(
+        default="grid",
+        metadata={
+            "help": "the conditions whose runs the hallucination detectors judge: 'grid', the share grid's plain runs "
+            "and each trained mitigation (a third of the default study's time went to detectors before the thin "
+            "sizes and the other shares' sets without unknowns were left out); 'all' (configs/study/full.yaml)"
+        },
+    )
     training_seeds: list[int] = field(
         default_factory=lambda: [0, 1, 2],
         metadata={
@@ -117,6 +127,14 @@ class StudyArguments(RunArguments):
         with `mitigation`: the plain run the mitigations are compared with, or one of them."""
         share = self.mitigation_fraction if fraction is None else fraction
         return Condition(share, "full", mitigation, self.finetune_size)
+
+    def judged_by_detectors(self, condition: "Condition") -> bool:
+        """Whether the detectors judge the runs of `condition`: under `detector_conditions` "grid", the plain runs
+        on `finetune_size` questions and the trained mitigations at `mitigation_fraction`; under "all", every run."""
+        if self.detector_conditions == "all":
+            return True
+        grid = condition.finetune_size == self.finetune_size
+        return grid and (condition.mitigation == "none" or condition.fraction_unknown == self.mitigation_fraction)
 
     def __post_init__(self):
         super().__post_init__()
@@ -138,6 +156,7 @@ class StudyArguments(RunArguments):
             ("probe_temperature", self.probe_temperature > 0, "a positive temperature"),
             ("entropy_samples", self.entropy_samples == 0 or self.entropy_samples >= 2, "0 (none), or 2 or more"),
             ("entropy_temperature", self.entropy_temperature > 0, "a positive temperature"),
+            ("detector_conditions", self.detector_conditions in DETECTOR_CONDITIONS, f"one of {DETECTOR_CONDITIONS}"),
             (
                 "lora_learning_rate",
                 self.lora_learning_rate is None or self.lora_learning_rate > 0,
@@ -249,6 +268,7 @@ def plan_conditions(args: StudyArguments) -> list[Condition]:
 
 __all__ = [
     "DEFAULT_MITIGATIONS",
+    "DETECTOR_CONDITIONS",
     "MITIGATIONS",
     "TRAINED_MITIGATIONS",
     "METHODS",

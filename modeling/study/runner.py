@@ -240,8 +240,9 @@ def conditions_stage(
 ) -> tuple[dict[Condition, dict], list[str]]:
     """Stage 4: every planned condition (`conditions`, default `plan_conditions(args)`) under every training seed,
     each run fine-tuned unless `conditions/<name>/seed_<S>.json` holds its finished result under the same settings
-    key (with its records file whole); `epoch0` is `epoch0_stage`'s answers and key. Returns the results by
-    condition (`conditions.condition_result`) and the names of the runs reused."""
+    key (with its records file whole), and judged by the detectors where `args.judged_by_detectors` (`detector_stage`);
+    `epoch0` is `epoch0_stage`'s answers and key. Returns the results by condition (`conditions.condition_result`) and
+    the names of the runs reused."""
     epoch0_answers, epoch0_key = epoch0
     held_out = HeldOutQuestions.load(pretrain_dir / "world")
     planned = plan_conditions(args) if conditions is None else conditions
@@ -275,8 +276,12 @@ def conditions_stage(
             else:
                 print(f"study: stage 4/5, {where}: {condition.name} (done before)")
                 reused.append(run.name)
-            detector_key = settings_key(key, *detector_settings(args))
-            runs.append(detector_stage(run, result, (key, detector_key), args, out_dir, pretrain_dir))
+            if args.judged_by_detectors(condition):
+                detector_key = settings_key(key, *detector_settings(args))
+                result = detector_stage(run, result, (key, detector_key), args, out_dir, pretrain_dir)
+            else:  # a run reused from a study that judged it keeps its scores on file, out of this study's figures
+                result = result | {"detector": None, "detector_scores": None}
+            runs.append(result)
         results[condition] = condition_result(condition, runs)
     return results, reused
 

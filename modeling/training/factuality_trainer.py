@@ -7,9 +7,13 @@ so they land in the log history, `trainer_state.json` and every `report_to` logg
 `metric_for_best_model`, `load_best_model_at_end` and transformers' own `EarlyStoppingCallback`.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import datasets
 import torch
 import torch.nn.functional as F
+import trl.trainer.utils as trl_utils
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
@@ -22,6 +26,28 @@ from .precision import float32_forward
 FIGURES = ("accuracy", "hallucination_rate", "abstention_rate", "exact_match", "auroc")
 # Figures that are NaN at some evaluations: AUROC needs both a right and a hallucinated answer in the set.
 UNDEFINED_AT_TIMES = ("auroc",)
+
+
+@contextlib.contextmanager
+def fused_head_on_labelled_positions() -> Iterator[None]:
+    """Inside the block, TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`, which `SFTTrainer` puts on every
+    model it trains) projects only the positions that have a label on a CPU too, as it does on Triton devices.
+
+    Elsewhere TRL projects every position (a fixed tile shape spares compiled kernels a recompilation per batch), so
+    on a CPU, where nothing is compiled, a question's prompt and padding cost as much as its answer: in the study,
+    13% of the positions have a label, and its training steps ran 1.5x as long in bfloat16 autocast (the projection
+    runs in float32) and 1.2x in float32. The loss and gradients are the same sums over the same labelled
+    positions. The switch TRL reads is swapped for the block only; a TRL without it is left as it is.
+    """
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: original(device) or device.type == "cpu"
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def check_metric_for_best_model(metric: str | None) -> None:
@@ -98,12 +124,14 @@ class FactualitySFTTrainer(SFTTrainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """`SFTTrainer.compute_loss`; with `kl_coef`, while training, the same token-level SFT loss computed here from
-        one forward that keeps its logits, plus `kl_coef` times the KL to the reference summed over its positions
-        (`kl_penalty`), both divided by the completion tokens of the batch and scaled over the processes as TRL
-        scales its loss. The mean KL per position is logged as `kl_to_pretrained`."""
+        """`SFTTrainer.compute_loss`, its LM head on the labelled positions only (`fused_head_on_labelled_positions`).
+        With `kl_coef`, while training, the same token-level SFT loss computed here from one forward that keeps its
+        logits, plus `kl_coef` times the KL to the reference summed over its positions (`kl_penalty`), both divided
+        by the completion tokens of the batch and scaled over the processes as TRL scales its loss. The mean KL per
+        position is logged as `kl_to_pretrained`."""
         if not (self.kl_coef and model.training):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with fused_head_on_labelled_positions():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels, attention_mask = inputs["labels"], inputs["attention_mask"]
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
         targets = labels[:, 1:]
@@ -169,4 +197,10 @@ def score_question_sets(
     return reports
 
 
-__all__ = ["FIGURES", "FactualitySFTTrainer", "check_metric_for_best_model", "score_question_sets"]
+__all__ = [
+    "FIGURES",
+    "FactualitySFTTrainer",
+    "check_metric_for_best_model",
+    "fused_head_on_labelled_positions",
+    "score_question_sets",
+]
