@@ -15,6 +15,8 @@ with an upper bound:
                     compute_loss: TRL's fused LM head, on the labelled positions only) on a padded batch of the
                     world's questions and answers, vs the model's own loss (the head on every position) on the same
                     batch, each with a backward and an AdamW step                               target >= 1
+  SFT head          the same step vs TRL's own SFTTrainer, whose fused head projects every position off CUDA
+                                                                                                target >= 1.2
   generate greedy   model.generate() tokens/s (batch 1, cache on) vs a hand-stepped nn.LSTM loop  target >= 0.5
   cache speed-up    generate() tokens/s with the cache vs generate(use_cache=False)             target >= 10
   trainer pretrain  pre-training tokens/s through transformers.Trainer set up as modeling/training/pretraining.py does
@@ -64,7 +66,7 @@ import transformers
 from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from trl import SFTConfig
+from trl import SFTConfig, SFTTrainer
 
 from modeling import LSTMConfig, LSTMForCausalLM, LSTMTokenizer, train_tokenizer
 from modeling.scoring import answer_questions
@@ -274,10 +276,9 @@ def bench_training(args: argparse.Namespace, padded: bool = False) -> Result:
     return as_result("padded step" if padded else "train step", tokens, model_times, bare_times, target=0.95)
 
 
-def sft_batch(args: argparse.Namespace, output_dir: str) -> tuple[FactualitySFTTrainer, LSTMForCausalLM, dict]:
-    """The project's SFT trainer over a model of the benchmark's sizes, a second model with the same weights, and one
-    batch of `args.batch_size` of the world's questions with their answers, padded and labelled by TRL's collator
-    (the answer and its end labelled, the prompt and the padding not)."""
+def sft_trainer(args: argparse.Namespace, output_dir: str, trainer_class: type[SFTTrainer]) -> SFTTrainer:
+    """A `trainer_class` (TRL's `SFTTrainer` or the project's) over a fresh model of the benchmark's sizes and
+    `args.batch_size` of the world's questions with their answers, as prompt/completion rows."""
     tokenizer, _ = world_tokenizer_and_prompts(args)
     rows = [row for name, split in world_splits(args).items() if name != PRETRAIN_SPLIT for row in split]
     rows = list(itertools.islice(itertools.cycle(rows), args.batch_size))
@@ -294,47 +295,50 @@ def sft_batch(args: argparse.Namespace, output_dir: str) -> tuple[FactualitySFTT
         use_cpu=args.device == "cpu",
         **settings,
     )
-    trainer = FactualitySFTTrainer(
-        model=build_model(args), args=sft_config, train_dataset=dataset, processing_class=tokenizer
-    )
-    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    return trainer, build_model(args).train(), batch
-
-
-def bench_sft_step(args: argparse.Namespace) -> Result:
-    """The SFT trainer's training step against the model's own loss on the same padded batch (`sft_batch`)."""
-    with tempfile.TemporaryDirectory() as output_dir:
-        trainer, plain, batch = sft_batch(args, output_dir)
-    model = trainer.model.train()
+    trainer = trainer_class(model=build_model(args), args=sft_config, train_dataset=dataset, processing_class=tokenizer)
+    trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # what train() sets before its first step
+    return trainer
 
-    def sft_loss() -> torch.Tensor:
-        return trainer.compute_loss(model, dict(batch))
 
-    def own_loss() -> torch.Tensor:
-        return plain(**batch).loss
+def bench_sft(args: argparse.Namespace) -> list[Result]:
+    """The SFT step and SFT head rows: the project's SFT trainer's training step on one batch of `sft_trainer`'s rows,
+    padded and labelled by TRL's collator (the answer and its end labelled, the prompt and the padding not), against
+    the model's own loss and against TRL's own `SFTTrainer`, each over a model with the same weights."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        ours = sft_trainer(args, output_dir, FactualitySFTTrainer)
+        trl_own = sft_trainer(args, output_dir, SFTTrainer)
+        plain = build_model(args).train()
+        batch = ours._prepare_inputs(next(iter(ours.get_train_dataloader())))
+        losses = {
+            "ours": lambda: ours.compute_loss(ours.model, dict(batch)),
+            "trl": lambda: trl_own.compute_loss(trl_own.model, dict(batch)),
+            "own": lambda: plain(**batch).loss,
+        }
+        # The same loss from the same weights on every side: the mean over the labelled tokens.
+        with torch.no_grad():
+            values = {side: loss().float() for side, loss in losses.items()}
+        for side in ("trl", "own"):
+            if not torch.allclose(values["ours"], values[side], rtol=1e-2 if args.dtype != "float32" else 1e-4):
+                raise RuntimeError(f"the SFT trainer's loss and the {side} loss disagree: {values}")
+        models = {"ours": ours.model, "trl": trl_own.model, "own": plain}
+        optimizers = {side: torch.optim.AdamW(model.parameters(), lr=1e-3) for side, model in models.items()}
 
-    # The same loss from the same weights: the mean over the labelled tokens on both sides.
-    with torch.no_grad():
-        sft, own = sft_loss(), own_loss()
-    if not torch.allclose(sft.float(), own.float(), rtol=1e-2 if args.dtype != "float32" else 1e-4):
-        raise RuntimeError(f"the SFT trainer and the model's own loss disagree: {sft} vs {own}")
-    optimizers = {side: torch.optim.AdamW(m.parameters(), lr=1e-3) for side, m in (("sft", model), ("own", plain))}
+        def steps(side: str) -> Callable[[], None]:
+            def run() -> None:
+                for _ in range(args.train_steps):
+                    optimizers[side].zero_grad(set_to_none=True)
+                    losses[side]().backward()
+                    optimizers[side].step()
 
-    def steps(side: str, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(args.train_steps):
-                optimizers[side].zero_grad(set_to_none=True)
-                loss().backward()
-                optimizers[side].step()
+            return run
 
-        return run
-
-    sft_times, own_times = interleaved(
-        steps("sft", sft_loss), steps("own", own_loss), repeats=args.repeats, device=args.device
-    )
-    tokens = args.train_steps * batch["input_ids"].numel()
-    return as_result("SFT step", tokens, sft_times, own_times, target=1.0)
+        tokens = args.train_steps * batch["input_ids"].numel()
+        results = []
+        for name, baseline, target in (("SFT step", "own", 1.0), ("SFT head", "trl", 1.2)):
+            times = interleaved(steps("ours"), steps(baseline), repeats=args.repeats, device=args.device)
+            results.append(as_result(name, tokens, *times, target=target))
+    return results
 
 
 def generate(model: LSTMForCausalLM, prompt: torch.Tensor, new_tokens: int, use_cache: bool = True) -> torch.Tensor:
@@ -692,7 +696,7 @@ def main() -> None:
     results = [
         bench_training(args),
         bench_training(args, padded=True),
-        bench_sft_step(args),
+        *bench_sft(args),
         bench_generation(args),
         bench_cache(args),
         bench_trainer_pretraining(args),

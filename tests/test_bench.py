@@ -30,6 +30,7 @@ ROWS = {
     "train step": "tok/s",
     "padded step": "tok/s",
     "SFT step": "tok/s",
+    "SFT head": "tok/s",
     "generate greedy": "tok/s",
     "cache speed-up": "tok/s",
     "trainer pretrain": "tok/s",

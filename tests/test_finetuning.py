@@ -26,6 +26,7 @@ from modeling.checkpoints import load_model_and_tokenizer, save_atomically
 from modeling.cli import finetune as finetune_cli
 from modeling.run_config import parse_run_config
 from modeling.scoring import score_questions
+from modeling.training.factuality_trainer import fused_head_on_labelled_positions
 from modeling.training.finetuning import (
     DEFAULTS,
     FinetuneArguments,
@@ -62,7 +63,7 @@ def sft_config(tmp_path, **overrides) -> SFTConfig:
     return parse_run_config((SFTConfig,), [f"--{k}={v}" for k, v in settings.items()])[0]
 
 
-def test_the_lm_head_projects_only_the_labelled_positions_with_the_loss_and_gradients_of_every_position(
+def test_the_lm_head_projects_only_the_labelled_positions_with_the_loss_and_gradients_of_the_full_logits(
     base, tmp_path, monkeypatch
 ):
     trainer = build_trainer(base, sft_config(tmp_path, per_device_train_batch_size=6))
@@ -88,12 +89,30 @@ def test_the_lm_head_projects_only_the_labelled_positions_with_the_loss_and_grad
     assert labelled < targets.numel() / 2  # the prompts and padding are most of the positions
     assert projected == [labelled]
     assert trl_utils._use_triton is switch  # TRL's switch is back as it was
+    # The loss over the labelled positions of the full logits, by hand: the same loss and gradients.
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)  # mean per label
     loss.backward()
     assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(loss.item(), rel=1e-5)
     for name, param in model.named_parameters():
         torch.testing.assert_close(fused[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # The evaluation loss and bfloat16 autocast take the same path.
+    with torch.no_grad():
+        model.eval()
+        trainer.compute_loss(model, dict(batch))
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast_loss = trainer.compute_loss(model, dict(batch))
+    assert projected == [labelled] * 4 and autocast_loss.item() == pytest.approx(loss.item(), rel=2e-2)
+
+
+def test_the_lm_head_switch_is_restored_when_the_loss_fails():
+    switch = trl_utils._use_triton
+    with pytest.raises(RuntimeError, match="inside the block"):
+        with fused_head_on_labelled_positions():
+            assert trl_utils._use_triton(torch.device("cpu"))
+            raise RuntimeError("inside the block")
+    assert trl_utils._use_triton is switch and not switch(torch.device("cpu"))
 
 
 def test_labels_are_the_completion_and_its_eos(base, tmp_path):

@@ -73,13 +73,40 @@ JUDGED = {
 }  # fmt: skip
 
 
-def test_the_detectors_judge_the_share_grid_and_the_mitigations_or_every_condition(study):
-    planned = plan_conditions(tiny_args(study))
-    assert {c.name for c in planned if tiny_args(study).judged_by_detectors(c)} == JUDGED
+def test_the_detectors_judge_the_share_grid_and_the_mitigations_or_every_condition(tmp_path):
+    planned = plan_conditions(tiny_args(tmp_path))
+    assert {c.name for c in planned if tiny_args(tmp_path).judged_by_detectors(c)} == JUDGED
     assert len(JUDGED) < len(planned)
-    assert all(tiny_args(study, "--detector_conditions", "all").judged_by_detectors(c) for c in planned)
+    assert all(tiny_args(tmp_path, "--detector_conditions", "all").judged_by_detectors(c) for c in planned)
     with pytest.raises(ValueError, match=r"detector_conditions is 'some'; allowed: one of \('grid', 'all'\)"):
-        tiny_args(study, "--detector_conditions", "some")
+        tiny_args(tmp_path, "--detector_conditions", "some")
+
+
+def test_runs_an_earlier_study_judged_count_neither_their_scores_nor_their_seconds(study, tmp_path, monkeypatch):
+    study = shutil.copytree(study, tmp_path / "study")  # the session's study stays as it was for the other tests
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run was fine-tuned again")
+
+    monkeypatch.setattr(study_runner, "run_finetuning", must_not_run)
+    run_study(tiny_args(study, "--detector_conditions", "all"))
+    judged = json.loads((study / "results.json").read_text())["conditions"]
+    thin = next(c for c in judged if c["name"] == "full_u0.5_n3_none")
+    assert all(run["detector"] and run["timing"]["detector"] > 0 for run in thin["runs"])
+    run_study(tiny_args(study))  # the same runs, judged by the detectors now only where "grid" judges them
+    results = json.loads((study / "results.json").read_text())
+    for condition in results["conditions"]:
+        for run in condition["runs"] if condition["mitigation"] != "early_stopping" else ():
+            _check_run(study, condition, run)
+    detector_seconds = [
+        run["timing"]["detector"]
+        for c in results["conditions"]
+        if c["name"] in JUDGED
+        for run in c["runs"]
+        if not run.get("skipped")
+    ]
+    assert dict(time_breakdown(results))["fine-tuning: detector"] == pytest.approx(sum(detector_seconds))
+    assert set(pd.read_parquet(study / "detector_scores.parquet")["condition"]) <= JUDGED
 
 
 def test_every_trained_run_has_its_detector_timing_and_saved_model(study):
@@ -100,7 +127,7 @@ def _check_run(study: Path, condition: dict, run: dict) -> None:
     parts = {"setup", "training", "evaluation", "save"}
     _check_saved(study, condition, run)
     if condition["name"] not in JUDGED:
-        assert run["detector"] is None and not run["detector_scores"] and set(run["timing"]) == parts
+        assert run["detector"] is None and "detector_scores" not in run and set(run["timing"]) == parts
         return
     detector, sizes = run["detector"], run["set_sizes"]
     assert detector["num_test"] == sizes["test_known"] + sizes["test_unknown"]

@@ -105,8 +105,8 @@ class StudyArguments(RunArguments):
         default="grid",
         metadata={
             "help": "the conditions whose runs the hallucination detectors judge: 'grid', the share grid's plain runs "
-            "and each trained mitigation (a third of the default study's time went to detectors before the thin "
-            "sizes and the other shares' sets without unknowns were left out); 'all' (configs/study/full.yaml)"
+            "and each trained mitigation at its share (the detectors took 16% of the default study's time before "
+            "the thin sizes and the other shares' sets without unknowns were left out); 'all' (configs/study/full.yaml)"
         },
     )
     training_seeds: list[int] = field(
@@ -129,12 +129,17 @@ class StudyArguments(RunArguments):
         return Condition(share, "full", mitigation, self.finetune_size)
 
     def judged_by_detectors(self, condition: "Condition") -> bool:
-        """Whether the detectors judge the runs of `condition`: under `detector_conditions` "grid", the plain runs
-        on `finetune_size` questions and the trained mitigations at `mitigation_fraction`; under "all", every run."""
+        """Whether the detectors judge the runs of `condition` (one with runs of its own: early stopping has none):
+        under `detector_conditions` "grid", the plain runs on `finetune_size` questions and the trained mitigations
+        at `mitigation_fraction`; under "all", every run."""
         if self.detector_conditions == "all":
             return True
-        grid = condition.finetune_size == self.finetune_size
-        return grid and (condition.mitigation == "none" or condition.fraction_unknown == self.mitigation_fraction)
+        if condition.finetune_size != self.finetune_size:
+            return False
+        mitigation = (
+            condition.mitigation in TRAINED_MITIGATIONS and condition.fraction_unknown == self.mitigation_fraction
+        )
+        return condition.mitigation == "none" or mitigation
 
     def __post_init__(self):
         super().__post_init__()

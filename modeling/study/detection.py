@@ -90,6 +90,19 @@ def run_detectors(run: Run, result: dict, args: StudyArguments, out_dir: Path, p
     }
 
 
+def without_detectors(result: dict) -> dict:
+    """A finished run's result as `run_finetuning` gave it, before `detector_stage` judged it: what a run reused from a
+    study whose detectors judged it becomes in a study whose detectors do not (`StudyArguments.judged_by_detectors`),
+    so that neither its scores nor their seconds count there. A skipped run is returned as it is."""
+    if result.get("skipped"):
+        return result
+    timing = dict(result["timing"])
+    seconds = timing.pop("detector", 0.0)
+    dropped = ("detector_scores", "detector_scores_sha256", "detector_key")
+    kept = {key: value for key, value in result.items() if key not in dropped}
+    return kept | {"detector": None, "timing": timing, "seconds": result["seconds"] - seconds}
+
+
 def detector_stage(
     run: Run, result: dict, keys: tuple[str, str], args: StudyArguments, out_dir: Path, pretrain_dir: Path
 ) -> dict:
@@ -145,4 +158,5 @@ __all__ = [
     "detector_settings",
     "detector_stage",
     "run_detectors",
+    "without_detectors",
 ]

@@ -47,7 +47,14 @@ from .conditions import (
     training_mitigation,
 )
 from .config import Condition, Run, StudyArguments, plan_conditions
-from .detection import SCORES_FILE, collect_detector_scores, detector_evidence, detector_settings, detector_stage
+from .detection import (
+    SCORES_FILE,
+    collect_detector_scores,
+    detector_evidence,
+    detector_settings,
+    detector_stage,
+    without_detectors,
+)
 from .findings import study_evidence
 from .preflight import check_study, pretrain_configs
 from .probe import probe_knowledge
@@ -279,8 +286,8 @@ def conditions_stage(
             if args.judged_by_detectors(condition):
                 detector_key = settings_key(key, *detector_settings(args))
                 result = detector_stage(run, result, (key, detector_key), args, out_dir, pretrain_dir)
-            else:  # a run reused from a study that judged it keeps its scores on file, out of this study's figures
-                result = result | {"detector": None, "detector_scores": None}
+            else:  # a run an earlier study's detectors judged keeps their files, out of this study's figures and time
+                result = without_detectors(result)
             runs.append(result)
         results[condition] = condition_result(condition, runs)
     return results, reused

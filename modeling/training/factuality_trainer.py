@@ -35,9 +35,14 @@ def fused_head_on_labelled_positions() -> Iterator[None]:
 
     Elsewhere TRL projects every position (a fixed tile shape spares compiled kernels a recompilation per batch), so
     on a CPU, where nothing is compiled, a question's prompt and padding cost as much as its answer: in the study,
-    13% of the positions have a label, and its training steps ran 1.5x as long in bfloat16 autocast (the projection
-    runs in float32) and 1.2x in float32. The loss and gradients are the same sums over the same labelled
-    positions. The switch TRL reads is swapped for the block only; a TRL without it is left as it is.
+    13% of the positions have a label, and its training steps ran 1.5x as long in bfloat16 autocast (the backward's
+    two products with the head run in float32 there) and 1.2x in float32. The loss and gradients are sums over the
+    same labelled positions (the float32 study's figures came out the same; in bfloat16 the products' other shapes
+    round differently).
+
+    The switch TRL reads (a private module global, hence trl's upper bound in pyproject.toml) is swapped for the
+    block only and restored on any exit; the swap is process-wide, so it is not for threads that train at once. A TRL
+    without the switch is left as it is.
     """
     original = getattr(trl_utils, "_use_triton", None)
     if original is None:
