@@ -105,7 +105,7 @@ class StudyArguments(RunArguments):
         default="grid",
         metadata={
             "help": "the conditions whose runs the hallucination detectors judge: 'grid', the share grid's plain runs "
-            "and each trained mitigation at its share (the detectors took 16% of the default study's time before "
+            "and each trained mitigation at its share (the detectors took a sixth of the default study's time before "
             "the thin sizes and the other shares' sets without unknowns were left out); 'all' (configs/study/full.yaml)"
         },
     )
