@@ -276,15 +276,26 @@ def bench_training(args: argparse.Namespace, padded: bool = False) -> Result:
     return as_result("padded step" if padded else "train step", tokens, model_times, bare_times, target=0.95)
 
 
-def sft_trainer(args: argparse.Namespace, output_dir: str, trainer_class: type[SFTTrainer]) -> SFTTrainer:
-    """A `trainer_class` (TRL's `SFTTrainer` or the project's) over a fresh model of the benchmark's sizes and
-    `args.batch_size` of the world's questions with their answers, as prompt/completion rows."""
+def sft_rows(args: argparse.Namespace) -> tuple[LSTMTokenizer, datasets.Dataset]:
+    """The world's tokenizer and `args.batch_size` of its questions with their answers, as prompt/completion rows."""
     tokenizer, _ = world_tokenizer_and_prompts(args)
     rows = [row for name, split in world_splits(args).items() if name != PRETRAIN_SPLIT for row in split]
     rows = list(itertools.islice(itertools.cycle(rows), args.batch_size))
     dataset = datasets.Dataset.from_dict(
         {"prompt": [r["prompt"] for r in rows], "completion": [r["answer"] for r in rows]}
     )
+    return tokenizer, dataset
+
+
+def sft_trainer(
+    args: argparse.Namespace,
+    output_dir: str,
+    trainer_class: type[SFTTrainer],
+    rows: tuple[LSTMTokenizer, datasets.Dataset],
+) -> SFTTrainer:
+    """A `trainer_class` (TRL's `SFTTrainer` or the project's) over a fresh model of the benchmark's sizes and the
+    prompt/completion `rows` of `sft_rows`."""
+    tokenizer, dataset = rows
     settings = {k: FINETUNE_DEFAULTS[k] for k in ("activation_checkpointing", "bf16", "max_length")}
     sft_config = SFTConfig(
         output_dir=output_dir,
@@ -302,12 +313,13 @@ def sft_trainer(args: argparse.Namespace, output_dir: str, trainer_class: type[S
 
 
 def bench_sft(args: argparse.Namespace) -> list[Result]:
-    """The SFT step and SFT head rows: the project's SFT trainer's training step on one batch of `sft_trainer`'s rows,
+    """The SFT step and SFT head rows: the project's SFT trainer's training step on one batch of `sft_rows`,
     padded and labelled by TRL's collator (the answer and its end labelled, the prompt and the padding not), against
     the model's own loss and against TRL's own `SFTTrainer`, each over a model with the same weights."""
     with tempfile.TemporaryDirectory() as output_dir:
-        ours = sft_trainer(args, output_dir, FactualitySFTTrainer)
-        trl_own = sft_trainer(args, output_dir, SFTTrainer)
+        rows = sft_rows(args)
+        ours = sft_trainer(args, output_dir, FactualitySFTTrainer, rows)
+        trl_own = sft_trainer(args, output_dir, SFTTrainer, rows)
         plain = build_model(args).train()
         batch = ours._prepare_inputs(next(iter(ours.get_train_dataloader())))
         losses = {
