@@ -13,6 +13,7 @@ from modeling.study.causes import (
     figure_3b,
     fitting_points,
     fitting_regression,
+    late_change,
     loss_or_blocked_gain,
     thin_data,
 )
@@ -153,11 +154,11 @@ def _answers(condition: str, epoch: int, rights: list[bool], group: str = "known
     ]
 
 
-def test_figure_3b_compares_d_with_d_without_unknowns_at_early_stop_and_convergence():
-    # Seed 0. D peaks on dev at epoch 1 (both test people right), then has one wrong at epochs 2 and 3; D without
-    # unknowns peaks at epoch 2 (both right) and ends at epoch 3 with both wrong. Early stop: 1.0 against 1.0;
-    # convergence: 0.5 against 0.0. Seed 1: D ran (all wrong), the filtered set was left empty and skipped, so seed 1
-    # is left out of both sides.
+def _figure_3b_case() -> tuple[pd.DataFrame, list[dict], StudyArguments]:
+    """Seed 0. The pre-trained model (epoch 0) has one of the two test people right. D peaks on dev at epoch 1 (both
+    test people right), then has one wrong at epochs 2 and 3; D without unknowns peaks at epoch 2 (both right) and
+    ends at epoch 3 with both wrong. Early stop: 1.0 against 1.0; convergence: 0.5 against 0.0. Seed 1: D ran (all
+    wrong), the filtered set was left empty and skipped, so seed 1 is left out of both sides."""
     d, filtered = "full_u0.5_n4_none", "full_u0.5_n4_filter_unknown"
     conditions = [
         {"name": d, "fraction_unknown": 0.5, "method": "full", "mitigation": "none", "finetune_size": 4,
@@ -167,16 +168,52 @@ def test_figure_3b_compares_d_with_d_without_unknowns_at_early_stop_and_converge
          "finetune_size": 4, "runs": [_run(filtered, 0, {1: 0.5, 2: 0.9, 3: 0.1}) | {"num_examples": 2},
                                       {"training_seed": 1, "per_epoch": [], "skipped": True, "num_examples": 0}]},
     ]  # fmt: skip
-    rows = _answers(d, 1, [True, True]) + _answers(d, 2, [True, False]) + _answers(d, 3, [True, False])
+    rows = _answers(d, 0, [True, False]) + _answers(filtered, 0, [True, False])
+    rows += _answers(d, 1, [True, True]) + _answers(d, 2, [True, False]) + _answers(d, 3, [True, False])
     rows += _answers(filtered, 1, [True, False]) + _answers(filtered, 2, [True, True])
     rows += _answers(filtered, 3, [False, False])
-    rows += [r | {"training_seed": 1} for e in (1, 2, 3) for r in _answers(d, e, [False, False])]
+    rows += [r | {"training_seed": 1} for e in (0, 1, 2, 3) for r in _answers(d, e, [False, False])]
     args = StudyArguments(finetune_size=4, thin_sizes=[], filtered_fractions=[0.0, 0.5])  # nothing ran at 0: left out
-    early, converged = figure_3b(pd.DataFrame(rows), conditions, args)
+    return pd.DataFrame(rows), conditions, args
+
+
+def test_figure_3b_compares_d_with_d_without_unknowns_at_early_stop_and_convergence():
+    early, converged = figure_3b(*_figure_3b_case())
     assert (early["point"], converged["point"]) == ("early_stop", "convergence")
     assert early["fraction_unknown"] == 0.5 and early["examples"] == [4, 2] and early["training_seeds"] == [0]
     assert [early[k]["estimate"] for k in ("D", "D_without_unknown", "difference")] == [1, 1, 0]
     assert [converged[k]["estimate"] for k in ("D", "D_without_unknown", "difference")] == [0.5, 0, 0.5]
+
+
+def test_late_change_sets_figure_3b_early_stop_against_convergence_and_the_pretrained_model():
+    # From _figure_3b_case: D's late harm 1.0 - 0.5 = 0.5, D without unknowns' 1.0 - 0.0 = 1.0, so D's minus
+    # without's is -0.5 (the gap closes after early stop here); each at early stop minus epoch 0's 0.5: +0.5.
+    (late,) = late_change(*_figure_3b_case())
+    assert late["fraction_unknown"] == 0.5 and late["training_seeds"] == [0]
+    estimates = {key: value["estimate"] for key, value in late.items() if isinstance(value, dict)}
+    assert estimates == {
+        "D_late_harm": 0.5,
+        "D_without_unknown_late_harm": 1.0,
+        "late_harm_difference": -0.5,
+        "D_early_stop_minus_pretrained": 0.5,
+        "D_without_unknown_early_stop_minus_pretrained": 0.5,
+    }
+    for value in late.values():
+        if isinstance(value, dict):
+            assert value["low"] <= value["estimate"] <= value["high"]
+
+
+def test_late_change_of_d_against_itself_is_zero_on_every_resample():
+    # D without unknowns replaced by D's own records under its name: both late harms are the same on every draw.
+    rows, conditions, args = _figure_3b_case()
+    d, filtered = conditions
+    rows = pd.concat([rows[rows["condition"] != filtered["name"]],
+                      rows[rows["condition"] == d["name"]].assign(condition=filtered["name"])])  # fmt: skip
+    copy = {**filtered, "runs": [{**run, "num_examples": 4} for run in d["runs"]]}
+    (late,) = late_change(rows, [d, copy], args)
+    assert late["training_seeds"] == [0, 1]
+    assert late["late_harm_difference"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    assert late["D_late_harm"]["low"] < late["D_late_harm"]["high"]  # two seeds: the draws vary
 
 
 def test_thin_data_reads_each_size_at_equal_epochs_equal_steps_and_early_stop():

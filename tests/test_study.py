@@ -680,7 +680,16 @@ def test_the_causes_read_thin_sizes_at_equal_steps_and_figure_3b_at_each_filtere
     assert [(e["fraction_unknown"], e["point"]) for e in figure] == [
         (share, point) for share in (0.0, 0.5) for point in ("early_stop", "convergence")
     ]
+    late = results["causes"]["late_change"]
+    assert [e["fraction_unknown"] for e in late] == [0.0, 0.5]
+    by_point = {(e["fraction_unknown"], e["point"]): e["D"]["estimate"] for e in figure}
+    for e in late:  # the late harm is Figure 3b's early-stop figure minus its convergence one
+        share = e["fraction_unknown"]
+        assert e["D_late_harm"]["estimate"] == pytest.approx(
+            by_point[share, "early_stop"] - by_point[share, "convergence"]
+        )
     report = (study / "report.md").read_text()
+    assert "| unknown share | D: early stop minus convergence |" in report
     assert "- Overfitting (training on past the best dev epoch): **" in report
     assert "- Thin fine-tune data: **" in report and "![figure_3b](figure_3b.png)" in report
 

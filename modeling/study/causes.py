@@ -18,7 +18,7 @@ from sklearn.linear_model import LinearRegression
 
 from .conditions import early_stopped
 from .config import MITIGATIONS, Condition, StudyArguments, by_condition
-from .evidence import difference_interval, rate_interval
+from .evidence import cell, difference_interval, minus, rate_draws, rate_interval
 from .findings import asked, runs_at
 from .records import GROUPS
 
@@ -106,6 +106,25 @@ def loss_or_blocked_gain(records: pd.DataFrame, conditions: list[dict], baseline
     return out
 
 
+def _filtered_pairs(conditions: list[dict], args: StudyArguments):
+    """(share, (D, D without unknowns), the training seeds both ran) at each share of `args.filtered_fractions`
+    where both ran under a common seed (a filtered run with no example left is skipped)."""
+    found = by_condition(conditions)
+    for fraction in sorted(args.filtered_fractions):
+        pair = found.get(args.plain(fraction=fraction)), found.get(args.plain("filter_unknown", fraction))
+        if not all(pair):
+            continue
+        seeds = set.intersection(*({r["training_seed"] for r in c["runs"] if not r.get("skipped")} for c in pair))
+        if seeds:
+            yield fraction, pair, seeds
+
+
+def _test_known(records: pd.DataFrame, condition: dict, seeds: set[int], epoch: int | str = "last") -> pd.DataFrame:
+    """The known test people's records of `condition`'s runs under `seeds`, at `epoch` (see `runs_at`)."""
+    rows = runs_at(records, condition, epoch)
+    return asked(rows[rows["training_seed"].isin(seeds)], "test", "known")
+
+
 def figure_3b(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
     """Gekhman et al.'s Figure 3b: at each share of `args.filtered_fractions` where both ran, the fine-tune set D
     (the plain full run) and D without its unknown examples (`filter_unknown`, the probe's unknown), each at early
@@ -113,20 +132,10 @@ def figure_3b(records: pd.DataFrame, conditions: list[dict], args: StudyArgument
     D-without-unknowns, paired over people and seeds, all over the training seeds both ran (a filtered run with no
     example left is skipped). Their reading: equal at early stop, D below at convergence by a gap that grows with
     the share."""
-    found = by_condition(conditions)
     out = []
-    for fraction in sorted(args.filtered_fractions):
-        pair = found.get(args.plain(fraction=fraction)), found.get(args.plain("filter_unknown", fraction))
-        if not all(pair):
-            continue
-        seeds = set.intersection(*({r["training_seed"] for r in c["runs"] if not r.get("skipped")} for c in pair))
-        if not seeds:
-            continue
+    for fraction, pair, seeds in _filtered_pairs(conditions, args):
         for point, at in (("early_stop", early_stopped), ("convergence", lambda condition: condition)):
-            with_unknown, without = (
-                asked(rows[rows["training_seed"].isin(seeds)], "test", "known")
-                for rows in (runs_at(records, at(c)) for c in pair)
-            )
+            with_unknown, without = (_test_known(records, at(c), seeds) for c in pair)
             out.append(
                 {
                     "fraction_unknown": fraction,
@@ -140,6 +149,37 @@ def figure_3b(records: pd.DataFrame, conditions: list[dict], args: StudyArgument
                     "difference": difference_interval(with_unknown, without, "accuracy"),
                 }
             )
+    return out
+
+
+def late_change(records: pd.DataFrame, conditions: list[dict], args: StudyArguments) -> list[dict]:
+    """Figure 3b's two points against each other, at each share where D and D without unknowns both ran: each one's
+    late harm (test known accuracy at early stop minus at convergence), D's late harm minus D-without-unknowns'
+    (positive when the gap between them opens after early stop, as Gekhman et al. read their Figure 3b: the part of
+    the late harm that the unknown examples add), and each one at early stop minus the pre-trained model (epoch 0).
+    All on the same draws of people and seeds (`evidence.rate_draws`), over the seeds both ran."""
+    out = []
+    for fraction, (d, without), seeds in _filtered_pairs(conditions, args):
+        arms = [
+            _test_known(records, early_stopped(d), seeds),
+            _test_known(records, d, seeds),
+            _test_known(records, early_stopped(without), seeds),
+            _test_known(records, without, seeds),
+            _test_known(records, d, seeds, epoch=0),
+        ]
+        d_early, d_last, without_early, without_last, pretrained = rate_draws(arms, "accuracy")
+        d_harm, without_harm = (minus(d_early, d_last), minus(without_early, without_last))
+        out.append(
+            {
+                "fraction_unknown": fraction,
+                "training_seeds": sorted(seeds),
+                "D_late_harm": cell(*d_harm),
+                "D_without_unknown_late_harm": cell(*without_harm),
+                "late_harm_difference": cell(*minus(d_harm, without_harm)),
+                "D_early_stop_minus_pretrained": cell(*minus(d_early, pretrained)),
+                "D_without_unknown_early_stop_minus_pretrained": cell(*minus(without_early, pretrained)),
+            }
+        )
     return out
 
 
@@ -209,6 +249,7 @@ def study_causes(conditions: list[dict], records: pd.DataFrame, args: StudyArgum
     ]
     return {
         "figure_3b": figure_3b(records, trained, args),
+        "late_change": late_change(records, trained, args),
         "thin_data": thin_data(records, trained, args),
         "dose_response": dose_response(records, shown),
         "loss_or_blocked_gain": loss_or_blocked_gain(records, with_unknown, baseline) if baseline else [],
@@ -229,6 +270,7 @@ __all__ = [
     "figure_3b",
     "fitting_points",
     "fitting_regression",
+    "late_change",
     "loss_or_blocked_gain",
     "study_causes",
     "thin_data",

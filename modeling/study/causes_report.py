@@ -65,6 +65,26 @@ def _figure_3b_table(figure: list[dict]) -> list[str]:
     return lines
 
 
+LATE_CHANGE_COLUMNS = (
+    ("D_late_harm", "D: early stop minus convergence"),
+    ("D_without_unknown_late_harm", "without unknowns: early stop minus convergence"),
+    ("late_harm_difference", "D's minus without's (the gap that opens late)"),
+    ("D_early_stop_minus_pretrained", "D at early stop minus pre-trained"),
+    ("D_without_unknown_early_stop_minus_pretrained", "without unknowns at early stop minus pre-trained"),
+)
+
+
+def _late_change_table(late: list[dict]) -> list[str]:
+    lines = [
+        "| unknown share | " + " | ".join(label for _, label in LATE_CHANGE_COLUMNS) + " |",
+        "|---|" + "---|" * len(LATE_CHANGE_COLUMNS),
+    ]
+    for e in late:
+        cells = [f"{e['fraction_unknown']:.0%}", *(signed(e[key]) for key, _ in LATE_CHANGE_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _thin_table(thin: list[dict]) -> list[str]:
     rates = [f"{group} {rate.replace('_', ' ')}" for group, rate in THIN_RATES]
     lines = [
@@ -135,6 +155,14 @@ def cause_lines(results: dict) -> list[str]:
         "",
     ]
     lines += _figure_3b_table(causes["figure_3b"]) if causes["figure_3b"] else ["Not run (no filtered_fractions)."]
+    if causes["late_change"]:
+        lines += [
+            "",
+            "The two points against each other, and against the pre-trained model (epoch 0), test known accuracy, "
+            "each on the same draws of people and seeds:",
+            "",
+            *_late_change_table(causes["late_change"]),
+        ]
     lines += ["", "## Thin fine-tune data, separated from short training", ""]
     lines += [
         "Each size at the same share, trained for as many optimizer steps as the reference (the share grid's set, the "

@@ -265,9 +265,14 @@ def auroc_intervals(
     return out
 
 
+def minus(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, np.ndarray]:
+    """a minus b, each (estimate, resampled values on the same draws): differences of differences nest."""
+    return a[0] - b[0], a[1] - b[1]
+
+
 def cell_difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> dict:
     """a minus b, each (estimate, resampled values on the same draws), with the 95% interval of the difference."""
-    return cell(a[0] - b[0], a[1] - b[1])
+    return cell(*minus(a, b))
 
 
 def cell(estimate: float, drawn: np.ndarray) -> dict:
@@ -308,6 +313,7 @@ __all__ = [
     "auroc_intervals",
     "cell",
     "cell_difference",
+    "minus",
     "person_draws",
     "STATISTICS",
     "Statistic",
