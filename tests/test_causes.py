@@ -275,11 +275,15 @@ def test_the_overfitting_sentence_carries_finding_2_and_figure_3b_at_the_largest
         for share, gaps in ((0.5, (0.0, 0.0)), (1.0, (0.02, -0.2)))
         for point, gap in zip(("early_stop", "convergence"), gaps, strict=True)
     ]
-    sentence = overfitting_sentence([late], figure)
+    added = [{"fraction_unknown": share, "late_harm_difference": _difference(gap, gap - 0.05, gap + 0.05)}
+             for share, gap in ((0.5, 0.01), (1.0, 0.22))]  # fmt: skip
+    sentence = overfitting_sentence([late], figure, added)
     assert sentence.startswith("Overfitting (training on past the best dev epoch): **not shown**: ")
     assert "-0.01 [-0.05, +0.03] (stopped against plain; rule: the rule)" in sentence
     assert (
         "at 100% unknown, D minus D without its unknown examples is +0.02 [-0.08, +0.12] at early stop and " in sentence
     )
-    assert sentence.endswith("-0.20 [-0.30, -0.10] at convergence.")
-    assert overfitting_sentence([], figure).startswith("Overfitting: not tested")
+    assert "-0.20 [-0.30, -0.10] at convergence, and the late harm its unknown examples add" in sentence
+    assert sentence.endswith("without them) is +0.22 [+0.17, +0.27].")
+    assert overfitting_sentence([late], figure, []).endswith("-0.20 [-0.30, -0.10] at convergence.")
+    assert overfitting_sentence([], figure, added).startswith("Overfitting: not tested")

@@ -13,9 +13,10 @@ from .render import error_bars, rate_axis, save_figure, signed, with_interval
 SHOWN = {"reproduced": "shown", "not reproduced": "not shown", "inconclusive": "inconclusive"}
 
 
-def overfitting_sentence(findings: list[dict], figure: list[dict]) -> str:
+def overfitting_sentence(findings: list[dict], figure: list[dict], late_change: list[dict]) -> str:
     """Whether the lab shows overfitting as a cause: finding 2's verdict (early stop against convergence), with
-    Figure 3b's gap at the largest share at both points."""
+    Figure 3b's gap at the largest share at both points and the part of the late harm its unknown examples add
+    (`causes.late_change`)."""
     late = next((f for f in findings if f["number"] == 2), None)
     if late is None:
         return "Overfitting: not tested (no plain run with early stopping)."
@@ -31,6 +32,12 @@ def overfitting_sentence(findings: list[dict], figure: list[dict]) -> str:
             f"; at {share:.0%} unknown, D minus D without its unknown examples is {gaps.get('early_stop', 'n/a')} at "
             f"early stop and {gaps.get('convergence', 'n/a')} at convergence"
         )
+        added = next((e for e in late_change if e["fraction_unknown"] == share), None)
+        if added is not None:
+            sentence += (
+                f", and the late harm its unknown examples add (D's early stop minus convergence, less that of D "
+                f"without them) is {signed(added['late_harm_difference'])}"
+            )
     return sentence + "."
 
 
@@ -144,7 +151,7 @@ def cause_lines(results: dict) -> list[str]:
     """The report's sections on the two causes, from results.json's `findings` and `causes`."""
     causes = results["causes"]
     lines = ["## The two causes: does this lab show them?", ""]
-    lines += [f"- {overfitting_sentence(results['findings'], causes['figure_3b'])}"]
+    lines += [f"- {overfitting_sentence(results['findings'], causes['figure_3b'], causes['late_change'])}"]
     lines += [f"- {thin_sentence(causes['thin_data'])}", ""]
     lines += ["## Overfitting: Gekhman et al.'s Figure 3b (test known accuracy, D against D without unknowns)", ""]
     lines += [
