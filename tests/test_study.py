@@ -682,12 +682,13 @@ def test_the_causes_read_thin_sizes_at_equal_steps_and_figure_3b_at_each_filtere
     ]
     late = results["causes"]["late_change"]
     assert [e["fraction_unknown"] for e in late] == [0.0, 0.5]
-    by_point = {(e["fraction_unknown"], e["point"]): e["D"]["estimate"] for e in figure}
-    for e in late:  # the late harm is Figure 3b's early-stop figure minus its convergence one
-        share = e["fraction_unknown"]
-        assert e["D_late_harm"]["estimate"] == pytest.approx(
-            by_point[share, "early_stop"] - by_point[share, "convergence"]
-        )
+    at = {(e["fraction_unknown"], e["point"]): e for e in figure}
+    for e in late:  # each late harm is Figure 3b's early-stop figure minus its convergence one, and so on
+        early, last = at[e["fraction_unknown"], "early_stop"], at[e["fraction_unknown"], "convergence"]
+        for key, side in (("D_late_harm", "D"), ("D_without_unknown_late_harm", "D_without_unknown")):
+            assert e[key]["estimate"] == pytest.approx(early[side]["estimate"] - last[side]["estimate"])
+        gap_change = early["difference"]["estimate"] - last["difference"]["estimate"]
+        assert e["late_harm_difference"]["estimate"] == pytest.approx(gap_change)
     report = (study / "report.md").read_text()
     assert "| unknown share | D: early stop minus convergence |" in report
     assert "- Overfitting (training on past the best dev epoch): **" in report

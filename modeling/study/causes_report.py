@@ -15,8 +15,8 @@ SHOWN = {"reproduced": "shown", "not reproduced": "not shown", "inconclusive": "
 
 def overfitting_sentence(findings: list[dict], figure: list[dict], late_change: list[dict]) -> str:
     """Whether the lab shows overfitting as a cause: finding 2's verdict (early stop against convergence), with
-    Figure 3b's gap at the largest share at both points and the part of the late harm its unknown examples add
-    (`causes.late_change`)."""
+    Figure 3b's gap at the largest share at both points and the part of the late harm that goes with the unknown
+    examples there (`causes.late_change`)."""
     late = next((f for f in findings if f["number"] == 2), None)
     if late is None:
         return "Overfitting: not tested (no plain run with early stopping)."
@@ -35,8 +35,8 @@ def overfitting_sentence(findings: list[dict], figure: list[dict], late_change: 
         added = next((e for e in late_change if e["fraction_unknown"] == share), None)
         if added is not None:
             sentence += (
-                f", and the late harm its unknown examples add (D's early stop minus convergence, less that of D "
-                f"without them) is {signed(added['late_harm_difference'])}"
+                f", and at that share the part of the late harm that goes with the unknown examples (D's early stop "
+                f"minus convergence, less that of D without them) is {signed(added['late_harm_difference'])}"
             )
     return sentence + "."
 
@@ -75,7 +75,7 @@ def _figure_3b_table(figure: list[dict]) -> list[str]:
 LATE_CHANGE_COLUMNS = (
     ("D_late_harm", "D: early stop minus convergence"),
     ("D_without_unknown_late_harm", "without unknowns: early stop minus convergence"),
-    ("late_harm_difference", "D's minus without's (the gap that opens late)"),
+    ("late_harm_difference", "D's late loss minus without's (+: D falls further behind after early stop)"),
     ("D_early_stop_minus_pretrained", "D at early stop minus pre-trained"),
     ("D_without_unknown_early_stop_minus_pretrained", "without unknowns at early stop minus pre-trained"),
 )
