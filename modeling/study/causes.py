@@ -156,7 +156,8 @@ def late_change(records: pd.DataFrame, conditions: list[dict], args: StudyArgume
     """Figure 3b's two points against each other, at each share where D and D without unknowns both ran: each one's
     late harm (test known accuracy at early stop minus at convergence), D's late harm minus D-without-unknowns'
     (positive when the gap between them opens after early stop, as Gekhman et al. read their Figure 3b: the part of
-    the late harm that the unknown examples add), and each one at early stop minus the pre-trained model (epoch 0).
+    the late harm that goes with the unknown examples; the two sets also differ in size), and each one at early stop
+    minus the pre-trained model (epoch 0).
     All on the same draws of people and seeds (`evidence.rate_draws`), over the seeds both ran."""
     out = []
     for fraction, (d, without), seeds in _filtered_pairs(conditions, args):
